@@ -1,0 +1,67 @@
+# diffuse-spec: every entry point sets itself up on a fresh machine.
+#
+#   make check     replay every golden case (fixtures/ and ../shared/golden/v1) and print the table
+#   make test      the whole test suite (unit, golden, property, malformed inputs)
+#   make fixtures  regenerate fixtures/ from the JAX restatement in spec/
+#   make bench     criterion benchmarks
+#
+# libtorch 2.11.0 comes from PyPI's torch==2.11.0, installed once into a per-user
+# virtualenv cache ($(CACHE)), which tch's build finds via LIBTORCH_USE_PYTORCH=1.
+# Users with their own libtorch 2.11.0 can skip all this: `LIBTORCH=/path cargo build`.
+
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/diffuse-spec
+TORCH_VENV ?= $(CACHE)/torch-2.11.0
+SPEC_VENV ?= $(CACHE)/jax-0.5.1
+PYTHON ?= python3
+GOLDEN ?= ../shared/golden/v1
+CARGO ?= cargo
+
+ifeq ($(origin LIBTORCH), undefined)
+export VIRTUAL_ENV := $(TORCH_VENV)
+export PATH := $(TORCH_VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+TORCH_STAMP := $(TORCH_VENV)/.installed
+else
+TORCH_STAMP :=
+endif
+# The spec environment, for tests that run the JAX exporter (skipped when absent).
+export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
+
+.PHONY: check test fixtures bench build spec-env torch-env clean-env
+
+$(TORCH_VENV)/.installed:
+	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q torch==2.11.0 numpy
+	$(TORCH_VENV)/bin/python -c "import torch; assert torch.__version__.split('+')[0] == '2.11.0', torch.__version__"
+	touch $@
+
+torch-env: $(TORCH_STAMP)
+
+$(SPEC_VENV)/.installed: spec/requirements.txt
+	@echo "== installing the spec environment (jax 0.5.1) into $(SPEC_VENV)"
+	$(PYTHON) -m venv $(SPEC_VENV)
+	$(SPEC_VENV)/bin/pip install -q -r spec/requirements.txt
+	touch $@
+
+spec-env: $(SPEC_VENV)/.installed
+
+build: torch-env
+	$(CARGO) build --release --bin diffuse-spec
+
+check: build
+	./target/release/diffuse-spec check fixtures $(if $(wildcard $(GOLDEN)),$(GOLDEN),)
+	@[ -d "$(GOLDEN)" ] || echo "note: $(GOLDEN) not found; only fixtures/ were checked"
+
+test: torch-env
+	$(CARGO) test --no-fail-fast -- --test-threads=2
+
+fixtures: spec-env
+	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --out ../fixtures/v1
+
+bench: torch-env
+	$(CARGO) bench
+
+clean-env:
+	rm -rf $(TORCH_VENV) $(SPEC_VENV)

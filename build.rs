@@ -1,0 +1,11 @@
+//! Bakes an rpath to libtorch into every binary of this package (library tests,
+//! integration tests, benches, examples and the CLI), so that none of them needs
+//! `LD_LIBRARY_PATH`. torch-sys reports the directory it linked against as
+//! `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` metadata).
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        println!("cargo:rustc-env=DIFFUSE_SPEC_LIBTORCH_LIB={dir}");
+    }
+}

@@ -1,0 +1,142 @@
+//! `diffuse-spec`: replay golden cases and print the conformance table.
+//!
+//! ```text
+//! diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
+//! diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
+//! ```
+//! Exit status: 0 when nothing failed, 1 when a case failed or errored, 2 on a usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use diffuse_spec::golden::{self, Row, Summary};
+
+const USAGE: &str = "usage:
+  diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
+      replay every golden case under DIR (default: fixtures/) and print the conformance table
+  diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
+      compare another implementation's outputs (same file names, one directory per case
+      under the candidate DIR) with the golden cases under the golden DIR";
+
+struct Opts {
+    dirs: Vec<PathBuf>,
+    device: String,
+    filter: Option<String>,
+    json: bool,
+    threads: Option<i32>,
+    golden: Option<PathBuf>,
+    candidate: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts { dirs: vec![], device: "cpu".into(), filter: None, json: false, threads: None, golden: None, candidate: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--device" => o.device = value("--device")?,
+            "--filter" => o.filter = Some(value("--filter")?),
+            "--threads" => {
+                let v = value("--threads")?;
+                o.threads = Some(v.parse().ok().filter(|n: &i32| *n > 0).ok_or_else(|| format!("--threads wants a positive integer, got `{v}`"))?);
+            }
+            "--golden" => o.golden = Some(PathBuf::from(value("--golden")?)),
+            "--candidate" => o.candidate = Some(PathBuf::from(value("--candidate")?)),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
+            s => o.dirs.push(PathBuf::from(s)),
+        }
+    }
+    Ok(o)
+}
+
+fn emit(rows: &[Row], json: bool) -> Summary {
+    let summary = Summary::of(rows);
+    if json {
+        for r in rows {
+            println!("{}", serde_json::to_string(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+        }
+        println!("{}", serde_json::json!({ "summary": summary, "line": summary.line() }));
+    } else {
+        print!("{}", golden::table(rows));
+        println!("{}", summary.line());
+    }
+    summary
+}
+
+fn selected(name: &str, filter: &Option<String>) -> bool {
+    filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+}
+
+fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
+    if let Some(n) = o.threads {
+        tch::set_num_threads(n);
+    }
+    match cmd {
+        "check" => {
+            if o.golden.is_some() || o.candidate.is_some() {
+                return Err("--golden / --candidate belong to `verify`".into());
+            }
+            let device = golden::parse_device(&o.device).map_err(|e| e.to_string())?;
+            let dirs = if o.dirs.is_empty() { vec![PathBuf::from("fixtures")] } else { o.dirs };
+            let mut rows = Vec::new();
+            for d in &dirs {
+                let cases = golden::discover(d).map_err(|e| e.to_string())?;
+                if cases.is_empty() {
+                    return Err(format!("no case (a directory with case.json) under {}", d.display()));
+                }
+                for c in cases {
+                    let name = c.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    if selected(&name, &o.filter) {
+                        rows.extend(golden::check_case(&c, device));
+                    }
+                }
+            }
+            Ok(emit(&rows, o.json))
+        }
+        "verify" => {
+            let (Some(g), Some(c)) = (o.golden, o.candidate) else {
+                return Err("verify needs --golden DIR and --candidate DIR".into());
+            };
+            if !o.dirs.is_empty() {
+                return Err("verify takes no positional directories".into());
+            }
+            let mut rows = Vec::new();
+            for case in golden::discover(&g).map_err(|e| e.to_string())? {
+                let name = case.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                if selected(&name, &o.filter) {
+                    rows.extend(golden::verify_case(&case, &c));
+                }
+            }
+            Ok(emit(&rows, o.json))
+        }
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    if cmd == "--help" || cmd == "-h" || cmd == "help" {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cmd, opts) {
+        Ok(s) if s.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The golden harness: read cases (format v1), replay them with the library,
+//! compare with tolerances, and report. The library below (`rng`, `networks`,
+//! `interfaces`, `samplers`) knows nothing of this module.
+
+mod array;
+mod case;
+pub mod replay;
+mod report;
+mod tolerance;
+
+use std::path::Path;
+
+pub use array::{Array, ArrayData, MAX_NPY_BYTES};
+pub use case::{discover, Case, CaseKind, MAX_CASE_JSON_BYTES, ROLES};
+pub use report::{table, Row, Status, Summary};
+pub use tolerance::{compare, ulp_distance, Comparison, Tolerance};
+
+use tch::Device;
+
+use crate::error::Error;
+
+fn whole_case_row(case: &str, kind: &str, status: Status, detail: String) -> Row {
+    Row { case: case.into(), kind: kind.into(), quantity: "-".into(), worst_ulp: None, worst_rel: None, status, detail }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string())
+}
+
+fn compare_row(case: &Case, stem: &str, actual: &Array, expected: &Array) -> Row {
+    let tol = replay::tolerance_for(case.kind, &case.meta, stem);
+    let c = compare(actual, expected, tol);
+    Row {
+        case: case.name.clone(),
+        kind: case.kind.to_string(),
+        quantity: stem.to_string(),
+        worst_ulp: Some(c.worst_ulp),
+        worst_rel: Some(c.worst_rel),
+        status: if c.passed { Status::Pass } else { Status::Fail },
+        detail: format!("{} (tolerance {tol})", c.detail()),
+    }
+}
+
+/// Replays the case in `dir` on `device` and compares every expected output.
+///
+/// Rows: one per expected quantity; or one whole-case row when the case is
+/// malformed (`ERROR`), its kind is not implemented (`not implemented`), or the
+/// replay failed (`ERROR`). A file that nothing read is an `ERROR` row.
+pub fn check_case(dir: &Path, device: Device) -> Vec<Row> {
+    let case = match Case::open(dir) {
+        Ok(c) => c,
+        Err(e) => return vec![whole_case_row(&dir_name(dir), "?", Status::Error, e.to_string())],
+    };
+    let kind = case.kind.to_string();
+    let computed = match replay::run(&case, device) {
+        Ok(c) => c,
+        Err(Error::NotImplemented(what)) => return vec![whole_case_row(&case.name, &kind, Status::NotImplemented, what)],
+        Err(e) => return vec![whole_case_row(&case.name, &kind, Status::Error, e.to_string())],
+    };
+    let mut rows = Vec::new();
+    let mut expected_stems = case.stems("out.");
+    expected_stems.extend(case.stems("grad."));
+    for stem in expected_stems {
+        let expected = match case.array(&stem) {
+            Ok(a) => a,
+            Err(e) => {
+                rows.push(Row { quantity: stem.clone(), ..whole_case_row(&case.name, &kind, Status::Error, e.to_string()) });
+                continue;
+            }
+        };
+        match computed.get(&stem) {
+            Some(actual) => rows.push(compare_row(&case, &stem, actual, &expected)),
+            None => rows.push(Row {
+                quantity: stem.clone(),
+                ..whole_case_row(&case.name, &kind, Status::Fail, "expected output that the replay does not produce".into())
+            }),
+        }
+    }
+    let unread = case.unread();
+    if !unread.is_empty() {
+        rows.push(whole_case_row(&case.name, &kind, Status::Error, format!("files nobody read: {}", unread.join(", "))));
+    }
+    if rows.is_empty() {
+        rows.push(whole_case_row(&case.name, &kind, Status::Error, "the case has no expected output".into()));
+    }
+    rows
+}
+
+/// Compares another implementation's outputs in `candidate_root/<case name>/` with the
+/// golden case in `golden_dir`, quantity by quantity, with the tolerances of `check`.
+/// The candidate directory holds the golden case's `out.*` / `grad.*` file names
+/// (inputs and a `case.json` copy may be there too and are ignored).
+pub fn verify_case(golden_dir: &Path, candidate_root: &Path) -> Vec<Row> {
+    let case = match Case::open(golden_dir) {
+        Ok(c) => c,
+        Err(e) => return vec![whole_case_row(&dir_name(golden_dir), "?", Status::Error, e.to_string())],
+    };
+    let kind = case.kind.to_string();
+    let cand_dir = candidate_root.join(&case.name);
+    if !cand_dir.is_dir() {
+        return vec![whole_case_row(&case.name, &kind, Status::Fail, format!("no candidate directory {}", cand_dir.display()))];
+    }
+    let mut rows = Vec::new();
+    let mut expected_stems = case.stems("out.");
+    expected_stems.extend(case.stems("grad."));
+    for stem in &expected_stems {
+        let expected = match case.array(stem) {
+            Ok(a) => a,
+            Err(e) => {
+                rows.push(Row { quantity: stem.clone(), ..whole_case_row(&case.name, &kind, Status::Error, e.to_string()) });
+                continue;
+            }
+        };
+        let path = cand_dir.join(format!("{stem}.npy"));
+        if !path.exists() {
+            rows.push(Row { quantity: stem.clone(), ..whole_case_row(&case.name, &kind, Status::Fail, format!("candidate lacks {}", path.display())) });
+            continue;
+        }
+        match Array::read_npy(&path) {
+            Ok(actual) => rows.push(compare_row(&case, stem, &actual, &expected)),
+            Err(e) => rows.push(Row { quantity: stem.clone(), ..whole_case_row(&case.name, &kind, Status::Error, format!("candidate: {e}")) }),
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&cand_dir) {
+        for entry in entries.flatten() {
+            let f = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = f.strip_suffix(".npy") else { continue };
+            if (stem.starts_with("out.") || stem.starts_with("grad.")) && !expected_stems.iter().any(|s| s == stem) {
+                rows.push(Row { quantity: stem.into(), ..whole_case_row(&case.name, &kind, Status::Error, "candidate output with no golden counterpart".into()) });
+            }
+        }
+    }
+    rows
+}
+
+/// Parses a device name: `cpu`, `cuda` or `cuda:N`. CUDA is refused with a clear error when
+/// libtorch sees no GPU.
+pub fn parse_device(s: &str) -> crate::Result<Device> {
+    let cuda = |i: usize| {
+        let n = tch::Cuda::device_count();
+        if (i as i64) < n {
+            Ok(Device::Cuda(i))
+        } else {
+            Err(Error::invalid("device", format!("a CUDA device index below {n} (libtorch sees {n} GPU(s))"), s))
+        }
+    };
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => cuda(i),
+            None => Err(Error::Unknown { what: "device".into(), name: s.into(), known: "cpu, cuda, cuda:N".into() }),
+        },
+    }
+}

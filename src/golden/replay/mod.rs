@@ -1,0 +1,82 @@
+//! Replay: turn a case into computed outputs, one module per `kind`.
+//!
+//! Each kind's module exposes `run(&Case, Device) -> Result<Computed>`; kinds whose
+//! math is not built yet answer [`Error::NotImplemented`], which the harness
+//! reports as its own status, never as a pass.
+
+use std::collections::BTreeMap;
+
+use tch::Device;
+
+use super::array::Array;
+use super::case::{Case, CaseKind};
+use super::tolerance::Tolerance;
+use crate::error::{Error, Result};
+
+pub mod build;
+pub mod coefficients;
+mod loss;
+mod pred;
+mod rng;
+
+/// Computed outputs by file stem (`out.loss`, `grad.W1`, ...).
+pub type Computed = BTreeMap<String, Array>;
+
+/// Replays `case` on `device`.
+pub fn run(case: &Case, device: Device) -> Result<Computed> {
+    match case.kind {
+        CaseKind::Rng => rng::run(case),
+        CaseKind::Coefficients => coefficients::run(case, device),
+        CaseKind::Loss | CaseKind::Grad => loss::run(case, device),
+        CaseKind::Pred => pred::run(case, device),
+        CaseKind::Sampler => not_yet(case),
+        CaseKind::Network => not_yet(case),
+    }
+    .map_err(|e| match e {
+        Error::Case { .. } | Error::NotImplemented(_) => e,
+        other => case.error(None, other.to_string()),
+    })
+}
+
+fn not_yet(case: &Case) -> Result<Computed> {
+    Err(Error::NotImplemented(format!("replay of kind `{}`", case.kind)))
+}
+
+/// The interface type named in a case (`sit`, `edm`, `mean_flow`), if any.
+pub fn interface_type(meta: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    meta.get("interface")?.get("type")?.as_str()
+}
+
+/// The tolerance for quantity `stem` of a case, shared by `check` and `verify`.
+///
+/// | kind | quantity | tolerance | why |
+/// |---|---|---|---|
+/// | rng | all | exact | the streams are reproduced bit for bit |
+/// | coefficients | all | 4 ulp (element-wise) | one to three roundings per element |
+/// | loss, grad | `out.t`, `out.r`, `out.n`, `out.x_t` | 4 ulp of element or scale | element-wise; XLA may fuse an FMA |
+/// | loss, grad | others (`loss`, `target`, `net_out`, `grad.*`, REPA parts) | rtol 1e-5, atol 1e-6 x scale | sums over the network |
+/// | loss, grad (MeanFlow) | `target`, `net_out`, `loss`, `grad.*` | rtol 1e-4, atol 1e-5 x scale | JVP-based |
+/// | pred | `pred`, `score` | rtol 1e-5, atol 1e-6 x scale | one network forward |
+/// | sampler | `timegrid` | 4 ulp | element-wise |
+/// | sampler | `x_final` | rtol 1e-5, atol 1e-6 x scale | integrates many forwards |
+/// | network | all | rtol 1e-5, atol 1e-6 x scale | sums over the network |
+pub fn tolerance_for(kind: CaseKind, meta: &serde_json::Map<String, serde_json::Value>, stem: &str) -> Tolerance {
+    let meanflow = interface_type(meta) == Some("mean_flow");
+    match kind {
+        CaseKind::Rng => Tolerance::EXACT,
+        CaseKind::Coefficients => Tolerance::elementwise(4),
+        CaseKind::Loss | CaseKind::Grad => match stem {
+            "out.t" | "out.r" | "out.n" | "out.x_t" => Tolerance::elementwise(4),
+            _ if meanflow => Tolerance::close(1e-4, 1e-5),
+            _ => Tolerance::close(1e-5, 1e-6),
+        },
+        CaseKind::Pred if meanflow => Tolerance::close(1e-4, 1e-5),
+        CaseKind::Pred => Tolerance::close(1e-5, 1e-6),
+        CaseKind::Sampler => match stem {
+            "out.timegrid" => Tolerance::elementwise(4),
+            _ if meanflow => Tolerance::close(1e-4, 1e-5),
+            _ => Tolerance::close(1e-5, 1e-6),
+        },
+        CaseKind::Network => Tolerance::close(1e-5, 1e-6),
+    }
+}

@@ -1,0 +1,281 @@
+//! Tolerances and element-wise comparison with worst-ulp / worst-relative-error reporting.
+//!
+//! An element `a` (computed) passes against `e` (expected) when any of these hold:
+//! - both are NaN, or both are the same infinity, or their bits are equal;
+//! - `ulp(a, e) <= max_ulp`;
+//! - `|a - e| <= rtol * |e| + atol * scale`, where `scale = max |e|` over the
+//!   array's finite elements (at least `f32::MIN_POSITIVE`).
+//!
+//! The `atol * scale` term states an absolute tolerance *relative to the array's
+//! scale* (golden-format.md, "Tolerances"): summed or integrated quantities are
+//! judged against the size of what they sum, not against elements that cancel to
+//! near zero. Integer arrays (labels, random bits, keys) must be equal.
+
+use super::array::{Array, ArrayData};
+
+/// How close a computed array must be to the expected one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Relative tolerance per element.
+    pub rtol: f64,
+    /// Absolute tolerance, as a fraction of the expected array's largest magnitude.
+    pub atol: f64,
+    /// Ulp budget per element (float32 ulps between computed and expected).
+    pub max_ulp: u64,
+}
+
+impl Tolerance {
+    /// Bit-for-bit equality (random streams, integer arrays).
+    pub const EXACT: Tolerance = Tolerance { rtol: 0.0, atol: 0.0, max_ulp: 0 };
+
+    /// An element-wise computation of a few roundings: within `n` ulp of the element, or
+    /// within `n` ulp of the array's scale (for elements that cancel toward zero).
+    pub fn elementwise(n: u64) -> Tolerance {
+        Tolerance { rtol: 0.0, atol: n as f64 * f32::EPSILON as f64, max_ulp: n }
+    }
+
+    /// A computation that sums or integrates: `rtol` per element plus `atol` of the array's scale.
+    pub fn close(rtol: f64, atol: f64) -> Tolerance {
+        Tolerance { rtol, atol, max_ulp: 0 }
+    }
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Tolerance::EXACT {
+            write!(f, "exact")
+        } else {
+            write!(f, "ulp<={} or |d|<={:.1e}|e|+{:.1e}*scale", self.max_ulp, self.rtol, self.atol)
+        }
+    }
+}
+
+/// The outcome of comparing one quantity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Whether every element passed and shapes and dtypes matched.
+    pub passed: bool,
+    /// Largest ulp distance over all elements (`u64::MAX` for a NaN against a number).
+    pub worst_ulp: u64,
+    /// Multi-index of the worst-ulp element.
+    pub worst_ulp_at: Vec<usize>,
+    /// Largest `|a - e| / |e|` (infinite where `e = 0` and `a != 0`).
+    pub worst_rel: f64,
+    /// Multi-index of the worst-relative-error element.
+    pub worst_rel_at: Vec<usize>,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+    /// Number of elements outside the tolerance.
+    pub n_bad: usize,
+    /// Number of elements compared.
+    pub n: usize,
+    /// A mismatch of shape or dtype that prevented an element-wise comparison.
+    pub mismatch: Option<String>,
+}
+
+impl Comparison {
+    fn mismatch(msg: String) -> Comparison {
+        Comparison {
+            passed: false,
+            worst_ulp: u64::MAX,
+            worst_ulp_at: vec![],
+            worst_rel: f64::INFINITY,
+            worst_rel_at: vec![],
+            max_abs: f64::INFINITY,
+            n_bad: 0,
+            n: 0,
+            mismatch: Some(msg),
+        }
+    }
+
+    /// A short human-readable description of where the worst element sits.
+    pub fn detail(&self) -> String {
+        if let Some(m) = &self.mismatch {
+            return m.clone();
+        }
+        format!(
+            "worst ulp at {:?}, worst rel at {:?}, max |d| {:.3e}, {} of {} outside",
+            self.worst_ulp_at, self.worst_rel_at, self.max_abs, self.n_bad, self.n
+        )
+    }
+}
+
+/// Distance in float32 ulps between two finite or infinite floats (`u64::MAX` if exactly one is NaN).
+pub fn ulp_distance(a: f32, b: f32) -> u64 {
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() && b.is_nan() { 0 } else { u64::MAX };
+    }
+    fn ordered(x: f32) -> i64 {
+        let i = x.to_bits() as i32;
+        if i < 0 {
+            (i32::MIN as i64) - (i as i64)
+        } else {
+            i as i64
+        }
+    }
+    (ordered(a) - ordered(b)).unsigned_abs()
+}
+
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[i] = flat % d;
+            flat /= d;
+        }
+    }
+    idx
+}
+
+/// Compares `actual` with `expected` under `tol`.
+pub fn compare(actual: &Array, expected: &Array, tol: Tolerance) -> Comparison {
+    if actual.shape != expected.shape {
+        return Comparison::mismatch(format!("shape {:?} where {:?} expected", actual.shape, expected.shape));
+    }
+    match (&actual.data, &expected.data) {
+        (ArrayData::F32(a), ArrayData::F32(e)) => compare_f32(a, e, &expected.shape, tol),
+        (ArrayData::I32(a), ArrayData::I32(e)) => compare_int(a, e, &expected.shape),
+        (ArrayData::U32(a), ArrayData::U32(e)) => compare_int(a, e, &expected.shape),
+        (a, e) => Comparison::mismatch(format!("dtype {} where {} expected", a.dtype(), e.dtype())),
+    }
+}
+
+fn compare_int<T: PartialEq + Copy + Into<i64>>(a: &[T], e: &[T], shape: &[usize]) -> Comparison {
+    let mut c = Comparison {
+        passed: true,
+        worst_ulp: 0,
+        worst_ulp_at: vec![],
+        worst_rel: 0.0,
+        worst_rel_at: vec![],
+        max_abs: 0.0,
+        n_bad: 0,
+        n: a.len(),
+        mismatch: None,
+    };
+    for (i, (&x, &y)) in a.iter().zip(e).enumerate() {
+        let (x, y): (i64, i64) = (x.into(), y.into());
+        if x != y {
+            c.n_bad += 1;
+            let d = (x - y).unsigned_abs();
+            if c.n_bad == 1 || d > c.worst_ulp {
+                c.worst_ulp = d;
+                c.worst_ulp_at = unravel(i, shape);
+                c.worst_rel = if y == 0 { f64::INFINITY } else { d as f64 / y.unsigned_abs() as f64 };
+                c.worst_rel_at = c.worst_ulp_at.clone();
+                c.max_abs = d as f64;
+            }
+        }
+    }
+    c.passed = c.n_bad == 0;
+    c
+}
+
+fn compare_f32(a: &[f32], e: &[f32], shape: &[usize], tol: Tolerance) -> Comparison {
+    let scale = e.iter().filter(|x| x.is_finite()).fold(0f64, |m, &x| m.max(x.abs() as f64)).max(f32::MIN_POSITIVE as f64);
+    let mut c = Comparison {
+        passed: true,
+        worst_ulp: 0,
+        worst_ulp_at: vec![],
+        worst_rel: 0.0,
+        worst_rel_at: vec![],
+        max_abs: 0.0,
+        n_bad: 0,
+        n: a.len(),
+        mismatch: None,
+    };
+    let (mut wu, mut wr) = (None::<usize>, None::<usize>);
+    for (i, (&x, &y)) in a.iter().zip(e).enumerate() {
+        let ulp = ulp_distance(x, y);
+        let same = ulp == 0 || x == y;
+        let (abs, rel) = if same {
+            (0.0, 0.0)
+        } else if x.is_nan() || y.is_nan() || x.is_infinite() || y.is_infinite() {
+            (f64::INFINITY, f64::INFINITY)
+        } else {
+            let d = (x as f64 - y as f64).abs();
+            (d, if y == 0.0 { f64::INFINITY } else { d / (y as f64).abs() })
+        };
+        let ok = same || ulp <= tol.max_ulp || abs <= tol.rtol * (y as f64).abs() + tol.atol * scale;
+        if !ok {
+            c.n_bad += 1;
+        }
+        if wu.is_none() || ulp > c.worst_ulp {
+            c.worst_ulp = ulp;
+            wu = Some(i);
+        }
+        if wr.is_none() || rel > c.worst_rel {
+            c.worst_rel = rel;
+            wr = Some(i);
+        }
+        if abs > c.max_abs {
+            c.max_abs = abs;
+        }
+    }
+    c.worst_ulp_at = wu.map(|i| unravel(i, shape)).unwrap_or_default();
+    c.worst_rel_at = wr.map(|i| unravel(i, shape)).unwrap_or_default();
+    c.passed = c.n_bad == 0;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(v: &[f32]) -> Array {
+        Array::f32(vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn ulp_distance_counts_representable_steps_across_zero() {
+        assert_eq!(ulp_distance(1.0, 1.0), 0);
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+        // +min_subnormal and -min_subnormal are two steps apart (through +0 == -0).
+        assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), 2);
+        assert_eq!(ulp_distance(f32::NAN, 1.0), u64::MAX);
+        assert_eq!(ulp_distance(f32::NAN, f32::NAN), 0);
+    }
+
+    #[test]
+    fn exact_fails_on_one_ulp_and_reports_where() {
+        let e = arr(&[1.0, 2.0, 3.0]);
+        let a = arr(&[1.0, f32::from_bits(2.0f32.to_bits() + 1), 3.0]);
+        let c = compare(&a, &e, Tolerance::EXACT);
+        assert!(!c.passed);
+        assert_eq!(c.worst_ulp, 1);
+        assert_eq!(c.worst_ulp_at, vec![1]);
+        assert_eq!(c.n_bad, 1);
+        assert!(compare(&a, &e, Tolerance::elementwise(1)).passed);
+    }
+
+    #[test]
+    fn close_uses_the_array_scale_for_cancelled_elements() {
+        let e = arr(&[100.0, 1e-9]);
+        let a = arr(&[100.0, 2e-9]);
+        // rel error 1 at index 1, but |d| = 1e-9 <= 1e-6 * 100.
+        let c = compare(&a, &e, Tolerance::close(1e-5, 1e-6));
+        assert!(c.passed, "{c:?}");
+        assert_eq!(c.worst_rel_at, vec![1]);
+        assert!((c.worst_rel - 1.0).abs() < 1e-6);
+        assert!(!compare(&a, &e, Tolerance::close(1e-5, 0.0)).passed);
+    }
+
+    #[test]
+    fn nan_against_number_fails_and_shape_mismatch_is_named() {
+        let c = compare(&arr(&[f32::NAN]), &arr(&[0.0]), Tolerance::close(1.0, 1.0));
+        assert!(!c.passed);
+        let c = compare(&arr(&[1.0, 2.0]), &arr(&[1.0]), Tolerance::EXACT);
+        assert!(!c.passed);
+        assert!(c.mismatch.unwrap().contains("shape [2]"));
+    }
+
+    #[test]
+    fn integer_arrays_must_be_equal_and_dtypes_must_match() {
+        let a = Array::u32(vec![2], vec![1, 5]).unwrap();
+        let e = Array::u32(vec![2], vec![1, 7]).unwrap();
+        let c = compare(&a, &e, Tolerance::close(1.0, 1.0));
+        assert!(!c.passed);
+        assert_eq!(c.worst_ulp_at, vec![1]);
+        let c = compare(&arr(&[1.0, 5.0]), &e, Tolerance::EXACT);
+        assert!(c.mismatch.unwrap().contains("dtype <f4 where <u4"));
+    }
+}

@@ -1,0 +1,221 @@
+//! Interfaces: the math between a backbone and a stochastic process.
+//!
+//! Each interface owns time and noise sampling from named random streams, the
+//! preconditioning `c_in / c_out / c_skip / c_noise`, the noisy state `x_t`, the
+//! regression target, `pred`, `score` and the per-example loss. One file per
+//! interface; the shared trait, enums and helpers live here.
+//!
+//! Conventions (as in the reference, `../shared/reference-notes.md`):
+//! - SiT and MeanFlow: the linear path `x_t = (1 - t) x + t n`, noise at `t = 1`, data at `t = 0`.
+//! - EDM: `t` *is* the noise level sigma, `x_t = x + t n`.
+//! - `U[0, 1)` is half-open; losses are per example (the trainer takes their mean).
+
+mod edm;
+mod sit;
+
+pub use edm::{Edm, EdmConfig, EdmScore};
+pub use sit::{SiT, SiTConfig};
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::networks::{Backbone, NetOutput};
+use crate::rng::Rngs;
+
+/// The training time distribution (`train_time_dist_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeDist {
+    /// `t ~ U[0, 1)` from the `time` stream.
+    Uniform,
+    /// `t = exp(N * t_sigma + t_mu)`, `N ~ N(0, 1)` from the `time` stream.
+    #[serde(rename = "lognormal")]
+    LogNormal,
+    /// `t = sigmoid(N * t_sigma + t_mu)`, `N ~ N(0, 1)` from the `time` stream.
+    #[serde(rename = "logitnormal")]
+    LogitNormal,
+}
+
+impl TimeDist {
+    /// Parses `uniform`, `lognormal` or `logitnormal`.
+    pub fn parse(s: &str) -> Result<TimeDist> {
+        match s {
+            "uniform" => Ok(TimeDist::Uniform),
+            "lognormal" => Ok(TimeDist::LogNormal),
+            "logitnormal" => Ok(TimeDist::LogitNormal),
+            _ => Err(Error::Unknown { what: "time distribution".into(), name: s.into(), known: "uniform, lognormal, logitnormal".into() }),
+        }
+    }
+
+    /// Draws `[batch]` times from the `time` stream (reference `sample_t`).
+    pub fn sample(self, batch: i64, t_mu: f64, t_sigma: f64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+        check_batch(batch)?;
+        Ok(match self {
+            TimeDist::Uniform => rngs.uniform("time", &[batch], 0.0, 1.0, device)?,
+            TimeDist::LogNormal => rngs.normal("time", &[batch], device)?.f_mul_scalar(t_sigma)?.f_add_scalar(t_mu)?.f_exp()?,
+            TimeDist::LogitNormal => rngs.normal("time", &[batch], device)?.f_mul_scalar(t_sigma)?.f_add_scalar(t_mu)?.f_sigmoid()?,
+        })
+    }
+}
+
+/// Everything one loss call computed: the per-example loss and the intermediates
+/// that golden cases record and wrappers such as REPA need.
+#[derive(Debug)]
+pub struct LossOutput {
+    /// Per-example loss `[B]`.
+    pub loss: Tensor,
+    /// The times used (after any shift) `[B]`.
+    pub t: Tensor,
+    /// MeanFlow's `r` `[B]`; `None` for other interfaces.
+    pub r: Option<Tensor>,
+    /// The noise `n`, shaped like `x`.
+    pub n: Tensor,
+    /// The noisy state `x_t`.
+    pub x_t: Tensor,
+    /// The regression target (SiT: `n - x`; EDM: `x`; MeanFlow: the stop-gradient JVP target).
+    pub target: Tensor,
+    /// The network-side prediction compared with the target (SiT/MeanFlow: `u`; EDM: the denoised `D`).
+    pub net_out: Tensor,
+    /// The backbone's per-block features from the loss forward.
+    pub features: Vec<Tensor>,
+}
+
+/// What every interface provides.
+///
+/// `pred` and `score` take an optional `r` (MeanFlow's interval start); interfaces
+/// without one refuse a `Some`.
+pub trait Interface {
+    /// The reference's name of the interface (`sit`, `edm`, `mean_flow`, ...).
+    fn name(&self) -> &'static str;
+    /// Input scaling `c_in(t)`.
+    fn c_in(&self, t: &Tensor) -> Result<Tensor>;
+    /// Output scaling `c_out(t)`.
+    fn c_out(&self, t: &Tensor) -> Result<Tensor>;
+    /// Skip scaling `c_skip(t)`.
+    fn c_skip(&self, t: &Tensor) -> Result<Tensor>;
+    /// The time fed to the network, `c_noise(t)`.
+    fn c_noise(&self, t: &Tensor) -> Result<Tensor>;
+    /// Draws `[batch]` training times from the `time` stream (no shift applied).
+    fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor>;
+    /// Draws noise of `shape` from the `noise` stream: `N * n_sigma + n_mu`.
+    fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor>;
+    /// The noisy state at `t` (`[B]`, broadcast to the right).
+    fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor>;
+    /// The regression target.
+    fn target(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor>;
+    /// The prediction the samplers integrate (a velocity for SiT / MeanFlow, `(x_t - D) / t` for EDM).
+    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor>;
+    /// The score the reference computes from `pred` (see each interface for its quirks).
+    fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor>;
+    /// The per-example loss on data `x` (`[B, ...]`), with labels `y` (`[B]`) or the null class.
+    fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput>;
+}
+
+/// Reshapes a `[B]` vector to `[B, 1, ..., 1]` with `ndim` axes in all (reference `bcast_right`).
+pub fn bcast_right(v: &Tensor, ndim: usize) -> Result<Tensor> {
+    let s = v.size();
+    if s.len() != 1 {
+        return Err(Error::invalid("v", "a [B] vector", format!("shape {s:?}")));
+    }
+    if ndim < 1 {
+        return Err(Error::invalid("ndim", "at least 1", ndim));
+    }
+    let mut shape = vec![s[0]];
+    shape.extend(std::iter::repeat_n(1, ndim - 1));
+    Ok(v.f_reshape(&shape)?)
+}
+
+/// The mean over every axis but the first (reference `mean_flat`).
+pub fn mean_flat(x: &Tensor) -> Result<Tensor> {
+    let nd = x.dim() as i64;
+    if nd <= 1 {
+        return Ok(x.shallow_clone());
+    }
+    let dims: Vec<i64> = (1..nd).collect();
+    Ok(x.f_mean_dim(&dims[..], false, Kind::Float)?)
+}
+
+/// The sum over every axis but the first.
+pub fn sum_flat(x: &Tensor) -> Result<Tensor> {
+    let nd = x.dim() as i64;
+    if nd <= 1 {
+        return Ok(x.shallow_clone());
+    }
+    let dims: Vec<i64> = (1..nd).collect();
+    Ok(x.f_sum_dim_intlist(&dims[..], false, Kind::Float)?)
+}
+
+/// The resolution time shift `t_shift(t, s) = s t / (1 + (s - 1) t)` (SD3, Esser et al. 2024, eq. 23).
+///
+/// Monotone on `[0, 1]`, fixes 0 and 1, and `t_shift(t_shift(t, s), 1/s) = t`.
+pub fn t_shift(t: &Tensor, s: f64) -> Result<Tensor> {
+    if !(s.is_finite() && s > 0.0) {
+        return Err(Error::invalid("s", "a finite shift > 0", s));
+    }
+    Ok(t.f_mul_scalar(s)?.f_div(&t.f_mul_scalar(s - 1.0)?.f_add_scalar(1.0)?)?)
+}
+
+/// Errors unless `batch >= 1`.
+pub fn check_batch(batch: i64) -> Result<()> {
+    if batch < 1 {
+        return Err(Error::invalid("batch", "at least 1 example", batch));
+    }
+    Ok(())
+}
+
+/// Validates data `x` (`[B, ...]`, float32, finite) and optional labels `y` (`[B]`, integer,
+/// within `0..=1000`); returns `B`.
+pub fn check_data(x: &Tensor, y: Option<&Tensor>) -> Result<i64> {
+    let s = x.size();
+    if s.len() < 2 {
+        return Err(Error::invalid("x", "shape [B, ...] with at least 2 axes", format!("{s:?}")));
+    }
+    let b = s[0];
+    check_batch(b)?;
+    if x.kind() != Kind::Float {
+        return Err(Error::invalid("x", "dtype float32", format!("{:?}", x.kind())));
+    }
+    check_finite("x", x)?;
+    if let Some(y) = y {
+        if y.size() != [b] {
+            return Err(Error::invalid("y", format!("shape [{b}]"), format!("{:?}", y.size())));
+        }
+        if !matches!(y.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
+            return Err(Error::invalid("y", "integer class labels", format!("{:?}", y.kind())));
+        }
+        if y.device() != x.device() {
+            return Err(Error::invalid("y", format!("device {:?} (that of x)", x.device()), format!("{:?}", y.device())));
+        }
+    }
+    Ok(b)
+}
+
+/// Errors unless every element of `v` is finite.
+pub fn check_finite(name: &str, v: &Tensor) -> Result<()> {
+    let ok = v.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0;
+    if !ok {
+        return Err(Error::invalid(name, "finite values", "NaN or infinity"));
+    }
+    Ok(())
+}
+
+/// Errors unless `t` is a `[B]` float vector whose elements lie in `(lo, hi]` (or `[lo, hi]`
+/// with `closed_lo`), naming `why` in the message.
+pub fn check_time(t: &Tensor, b: i64, lo: f64, hi: f64, closed_lo: bool, why: &str) -> Result<()> {
+    if t.size() != [b] {
+        return Err(Error::invalid("t", format!("shape [{b}]"), format!("{:?}", t.size())));
+    }
+    let min = t.f_min()?.f_double_value(&[])?;
+    let max = t.f_max()?.f_double_value(&[])?;
+    let lo_ok = if closed_lo { min >= lo } else { min > lo };
+    if !(lo_ok && max <= hi) || min.is_nan() || max.is_nan() {
+        let range = format!("{}{lo}, {hi}] ({why})", if closed_lo { "[" } else { "(" });
+        return Err(Error::invalid("t", format!("values in {range}"), format!("values in [{min}, {max}]")));
+    }
+    Ok(())
+}
+
+pub(crate) fn first_output(o: NetOutput) -> Tensor {
+    o.out
+}

@@ -1,0 +1,62 @@
+//! Backbones: what an interface sees of a network.
+//!
+//! An interface calls its backbone only through [`Backbone`]: input `x`
+//! (channel-last, `[B, ..., C]`), time `t` (`[B]`), and the optional
+//! conditioning of [`Cond`]; it gets back the output (shape of `x`) and the
+//! per-block features (`[B, T, hidden]`) that REPA aligns.
+
+mod probe;
+
+pub use probe::{ProbeMlp, ProbeMlpConfig};
+
+use tch::Tensor;
+
+use crate::error::Result;
+use crate::rng::Rngs;
+
+/// Optional conditioning passed to a backbone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cond<'a> {
+    /// Class labels `[B]` (int64). `None` means the null class (1000 in the reference).
+    pub y: Option<&'a Tensor>,
+    /// The interval length `dt = t - r` `[B]` (MeanFlow). `None`: not passed.
+    pub dt: Option<&'a Tensor>,
+    /// A guidance-weight input `[B]` (DiT `take_gw`). `None`: not passed.
+    pub gw: Option<&'a Tensor>,
+}
+
+impl<'a> Cond<'a> {
+    /// Conditioning with labels only.
+    pub fn labels(y: Option<&'a Tensor>) -> Self {
+        Cond { y, dt: None, gw: None }
+    }
+}
+
+/// What a backbone returns: its output and the tokens of each block.
+#[derive(Debug)]
+pub struct NetOutput {
+    /// The output, shaped like the input `x`.
+    pub out: Tensor,
+    /// Per-block features `[B, T, hidden]`, first block first.
+    pub features: Vec<Tensor>,
+}
+
+/// A network an interface can train and sample: `net(x, t, y, dt, gw) -> (out, features)`.
+///
+/// Train/eval mode is interior state (a `Cell`), switched by interfaces the way the
+/// reference switches it (reference-notes, "Backbone train / eval mode", quirk Q8).
+/// A backbone that draws random numbers (the DiT's label dropout) draws from `rngs`;
+/// one that needs them and gets `None` must return an error.
+pub trait Backbone {
+    /// Runs the network.
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, rngs: Option<&mut Rngs>) -> Result<NetOutput>;
+
+    /// Switches between train mode (`true`) and eval mode.
+    fn set_train(&self, train: bool);
+
+    /// Whether the network is in train mode.
+    fn is_train(&self) -> bool;
+
+    /// The trainable parameters with their reference paths (`W1`, `blocks.0.attn.query.kernel`, ...).
+    fn parameters(&self) -> Vec<(String, Tensor)>;
+}

@@ -1,0 +1,178 @@
+//! `probe_mlp`: the tiny network of golden-format.md that exercises every
+//! interface path (time, `dt`, labels, gradients, features) cheaply.
+//!
+//! ```text
+//! emb(s)  = concat(sin(s[:,None] * freqs), cos(s[:,None] * freqs))   # [B, 2K]
+//! cond    = emb(t) @ Wt  (+ emb(dt) @ Wd when dt is given)  + E[y]    # y = 1000 when absent
+//! h       = silu(x @ W1 + b1 + cond broadcast over the middle axes)   # [B, ..., H]
+//! out     = h @ W2 + b2                                               # [B, ..., C]
+//! returns (out, [h reshaped to [B, T, H]])
+//! ```
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use super::{Backbone, Cond, NetOutput};
+use crate::error::{Error, Result};
+use crate::rng::Rngs;
+
+/// The null class label used when `y` is absent (hard-coded in the reference, quirk Q10).
+pub const NULL_CLASS: i64 = 1000;
+
+/// Settings of [`ProbeMlp`] (`channels` C, `hidden` H, `freqs` K).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeMlpConfig {
+    /// Input / output channels C (the last axis of `x`).
+    pub channels: i64,
+    /// Hidden width H.
+    pub hidden: i64,
+    /// Number of frequencies K.
+    pub freqs: i64,
+}
+
+impl ProbeMlpConfig {
+    /// The parameter names and shapes, in golden-case order.
+    pub fn parameter_shapes(&self) -> Vec<(&'static str, Vec<i64>)> {
+        let (c, h, k) = (self.channels, self.hidden, self.freqs);
+        vec![
+            ("E", vec![NULL_CLASS + 1, h]),
+            ("W1", vec![c, h]),
+            ("W2", vec![h, c]),
+            ("Wd", vec![2 * k, h]),
+            ("Wt", vec![2 * k, h]),
+            ("b1", vec![h]),
+            ("b2", vec![c]),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, v) in [("channels", self.channels), ("hidden", self.hidden), ("freqs", self.freqs)] {
+            if v <= 0 {
+                return Err(Error::invalid(name, "a positive size", v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The probe network; parameters are leaf tensors that require gradients.
+#[derive(Debug)]
+pub struct ProbeMlp {
+    cfg: ProbeMlpConfig,
+    params: BTreeMap<String, Tensor>,
+    freqs: Tensor,
+    train: Cell<bool>,
+}
+
+impl ProbeMlp {
+    /// Builds the network from named parameters (`E W1 W2 Wd Wt b1 b2`) and the `freqs` buffer,
+    /// checking every name and shape; parameters are made leaves that require gradients.
+    pub fn new(cfg: ProbeMlpConfig, params: BTreeMap<String, Tensor>, freqs: Tensor) -> Result<ProbeMlp> {
+        cfg.validate()?;
+        let shapes = cfg.parameter_shapes();
+        for name in params.keys() {
+            if !shapes.iter().any(|(n, _)| n == name) {
+                return Err(Error::invalid("params", "only E, W1, W2, Wd, Wt, b1, b2", format!("extra parameter `{name}`")));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, shape) in shapes {
+            let p = params.get(name).ok_or_else(|| Error::invalid("params", format!("parameter `{name}`"), "none"))?;
+            if p.size() != shape {
+                return Err(Error::invalid(format!("params.{name}"), format!("shape {shape:?}"), format!("{:?}", p.size())));
+            }
+            out.insert(name.to_string(), p.f_to_kind(Kind::Float)?.f_detach()?.set_requires_grad(true));
+        }
+        if freqs.size() != [cfg.freqs] {
+            return Err(Error::invalid("freqs", format!("shape [{}]", cfg.freqs), format!("{:?}", freqs.size())));
+        }
+        Ok(ProbeMlp { cfg, params: out, freqs: freqs.f_to_kind(Kind::Float)?, train: Cell::new(true) })
+    }
+
+    /// A randomly initialised probe (torch's generator seeded with `seed`; for tests and demos,
+    /// not for golden cases, whose parameters come from files).
+    pub fn init(cfg: ProbeMlpConfig, seed: i64, device: Device) -> Result<ProbeMlp> {
+        cfg.validate()?;
+        tch::manual_seed(seed);
+        let mut params = BTreeMap::new();
+        for (name, shape) in cfg.parameter_shapes() {
+            let fan_in = if shape.len() == 2 { shape[0] as f64 } else { 1.0 };
+            let scale = if shape.len() == 2 { fan_in.sqrt().recip() } else { 0.0 };
+            let p = (Tensor::f_randn(&shape, (Kind::Float, device))? * scale).f_detach()?;
+            params.insert(name.to_string(), p);
+        }
+        let freqs = Tensor::f_arange(cfg.freqs, (Kind::Float, device))?.f_exp()?;
+        ProbeMlp::new(cfg, params, freqs)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> ProbeMlpConfig {
+        self.cfg
+    }
+
+    fn p(&self, name: &str) -> &Tensor {
+        // Every name is checked in `new`.
+        &self.params[name]
+    }
+
+    fn emb(&self, s: &Tensor) -> Result<Tensor> {
+        let a = s.f_unsqueeze(-1)?.f_mul(&self.freqs)?;
+        Ok(Tensor::f_cat(&[a.f_sin()?, a.f_cos()?], -1)?)
+    }
+}
+
+impl Backbone for ProbeMlp {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, _rngs: Option<&mut Rngs>) -> Result<NetOutput> {
+        let xs = x.size();
+        let b = *xs.first().ok_or_else(|| Error::invalid("x", "shape [B, ..., C]", "a scalar"))?;
+        if xs.len() < 2 || xs[xs.len() - 1] != self.cfg.channels {
+            return Err(Error::invalid("x", format!("shape [B, ..., {}]", self.cfg.channels), format!("{xs:?}")));
+        }
+        if t.size() != [b] {
+            return Err(Error::invalid("t", format!("shape [{b}]"), format!("{:?}", t.size())));
+        }
+        let mut c = self.emb(t)?.f_matmul(self.p("Wt"))?;
+        if let Some(dt) = cond.dt {
+            if dt.size() != [b] {
+                return Err(Error::invalid("dt", format!("shape [{b}]"), format!("{:?}", dt.size())));
+            }
+            c = c.f_add(&self.emb(dt)?.f_matmul(self.p("Wd"))?)?;
+        }
+        if cond.gw.is_some() {
+            return Err(Error::invalid("gw", "none (probe_mlp takes no guidance weight)", "a tensor"));
+        }
+        let y = match cond.y {
+            Some(y) => {
+                if y.size() != [b] {
+                    return Err(Error::invalid("y", format!("shape [{b}]"), format!("{:?}", y.size())));
+                }
+                y.f_to_kind(Kind::Int64)?
+            }
+            None => Tensor::f_full([b], NULL_CLASS, (Kind::Int64, x.device()))?,
+        };
+        c = c.f_add(&self.p("E").f_index_select(0, &y)?)?;
+        let mut cshape = vec![b];
+        cshape.extend(std::iter::repeat_n(1, xs.len() - 2));
+        cshape.push(self.cfg.hidden);
+        let h = x.f_matmul(self.p("W1"))?.f_add(self.p("b1"))?.f_add(&c.f_reshape(&cshape)?)?.f_silu()?;
+        let out = h.f_matmul(self.p("W2"))?.f_add(self.p("b2"))?;
+        let feat = h.f_reshape([b, -1, self.cfg.hidden])?;
+        Ok(NetOutput { out, features: vec![feat] })
+    }
+
+    fn set_train(&self, train: bool) {
+        self.train.set(train);
+    }
+
+    fn is_train(&self) -> bool {
+        self.train.get()
+    }
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+    }
+}

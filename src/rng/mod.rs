@@ -1,0 +1,90 @@
+//! JAX-compatible random streams, bit for bit (jax 0.5.1, threefry2x32).
+//!
+//! Layers, bottom up:
+//! - [`threefry2x32`]: the pure Threefry-2x32 block function (20 rounds; Salmon et al.,
+//!   "Parallel random numbers: as easy as 1, 2, 3", SC 2011);
+//! - [`Key`]: JAX's typed-key API (`key`, `fold_in`, `split`, `bits`, `uniform`, `normal`)
+//!   in the default partitionable mode, with the legacy mode behind [`PrngMode::Legacy`];
+//! - the float32 maps of `dist` (uniform via the mantissa, `normal = sqrt(2) erfinv(u)`
+//!   with XLA's float32 `erfinv`, `log1p` and `log`);
+//! - [`Rngs`]: named streams with `flax.nnx.Rngs` semantics (each call is
+//!   `fold_in(key, counter)`, then the counter moves on), the explicit object every
+//!   interface and sampler draws from;
+//! - tensor draws on [`Rngs`] and [`Key`] (this file): values are computed on the host
+//!   and copied to the requested device, so CPU and CUDA see the same numbers.
+
+mod dist;
+mod key;
+mod streams;
+mod threefry;
+
+pub use dist::*;
+pub use key::{Key, PrngMode};
+pub use streams::{RngError, Rngs};
+pub use threefry::threefry2x32;
+
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Validates a shape and returns its element count.
+pub fn numel(shape: &[i64]) -> Result<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        let d = usize::try_from(d).map_err(|_| Error::invalid("shape", "non-negative dimensions", format!("{shape:?}")))?;
+        n = n.checked_mul(d).ok_or_else(|| Error::invalid("shape", "a size that fits in memory", format!("{shape:?}")))?;
+    }
+    Ok(n)
+}
+
+fn to_tensor_f32(v: &[f32], shape: &[i64], device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?)
+}
+
+impl Key {
+    /// `jax.random.uniform(key, shape, float32, minval, maxval)` as a tensor on `device`.
+    pub fn uniform_tensor(&self, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
+        check_interval(minval, maxval)?;
+        to_tensor_f32(&self.uniform(numel(shape)?, minval, maxval), shape, device)
+    }
+
+    /// `jax.random.normal(key, shape, float32)` as a tensor on `device`.
+    pub fn normal_tensor(&self, shape: &[i64], device: Device) -> Result<Tensor> {
+        to_tensor_f32(&self.normal(numel(shape)?), shape, device)
+    }
+
+    /// `jax.random.bits(key, shape, uint32)` as an int64 tensor on `device` (libtorch's uint32
+    /// support is partial, so the values are widened).
+    pub fn bits_tensor(&self, shape: &[i64], device: Device) -> Result<Tensor> {
+        let v: Vec<i64> = self.bits(numel(shape)?).into_iter().map(i64::from).collect();
+        Ok(Tensor::f_from_slice(&v)?.f_reshape(shape)?.f_to_device(device)?)
+    }
+}
+
+fn check_interval(minval: f32, maxval: f32) -> Result<()> {
+    if !(minval.is_finite() && maxval.is_finite() && minval < maxval) {
+        return Err(Error::invalid("minval, maxval", "finite bounds with minval < maxval", format!("[{minval}, {maxval})")));
+    }
+    Ok(())
+}
+
+impl Rngs {
+    /// Draws `U[minval, maxval)` of `shape` from stream `stream` (one count of that stream).
+    pub fn uniform(&mut self, stream: &str, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
+        check_interval(minval, maxval)?;
+        numel(shape)?;
+        self.stream(stream)?.uniform_tensor(shape, minval, maxval, device)
+    }
+
+    /// Draws standard normals of `shape` from stream `stream` (one count of that stream).
+    pub fn normal(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
+        numel(shape)?;
+        self.stream(stream)?.normal_tensor(shape, device)
+    }
+
+    /// Draws uint32 bits of `shape` (as int64) from stream `stream` (one count of that stream).
+    pub fn bits(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
+        numel(shape)?;
+        self.stream(stream)?.bits_tensor(shape, device)
+    }
+}
