@@ -76,6 +76,14 @@ pub fn check_case(dir: &Path, device: Device) -> Vec<Row> {
             }),
         }
     }
+    for stem in computed.keys() {
+        if replay::required(stem) && !case.has(stem) {
+            rows.push(Row {
+                quantity: stem.clone(),
+                ..whole_case_row(&case.name, &kind, Status::Error, "the case lacks this expected output file".into())
+            });
+        }
+    }
     let unread = case.unread();
     if !unread.is_empty() {
         rows.push(whole_case_row(&case.name, &kind, Status::Error, format!("files nobody read: {}", unread.join(", "))));

@@ -251,14 +251,26 @@ mod tests {
     fn key0_uniform_and_normal_match_the_notes() {
         // reference-notes.md: key(0) uniform(3) and normal(3).
         let k = Key::from_seed(0);
-        assert_eq!(k.uniform(3, 0.0, 1.0), vec![0.947667, 0.9785799, 0.33229148]);
+        assert_eq!(
+            k.uniform(3, 0.0, 1.0),
+            vec![0.947667, 0.9785799, 0.33229148]
+        );
         assert_eq!(k.normal(3), vec![1.6226422, 2.0252647, -0.43359444]);
     }
 
     #[test]
     fn seeds() {
         // import jax; print([jax.random.key_data(jax.random.key(s)).tolist() for s in [0, -1, 2**31-1, 123456789, 2**31, 2**32+5, -2**33-7, 2**63-1]])
-        let seeds = [0, -1, (1 << 31) - 1, 123456789, 1 << 31, (1 << 32) + 5, -(1 << 33) - 7, i64::MAX];
+        let seeds = [
+            0,
+            -1,
+            (1 << 31) - 1,
+            123456789,
+            1 << 31,
+            (1 << 32) + 5,
+            -(1 << 33) - 7,
+            i64::MAX,
+        ];
         let want = [
             [0, 0],
             [0, 4294967295],
@@ -277,7 +289,10 @@ mod tests {
         // -> [[0, 0], [4294967295, 4294967295], [0, 2147483647], [1, 5], [4294967293, 4294967289]]
         assert_eq!(Key::from_seed_x64(-1).data(), [u32::MAX, u32::MAX]);
         assert_eq!(Key::from_seed_x64((1 << 32) + 5).data(), [1, 5]);
-        assert_eq!(Key::from_seed_x64(-(1 << 33) - 7).data(), [4294967293, 4294967289]);
+        assert_eq!(
+            Key::from_seed_x64(-(1 << 33) - 7).data(),
+            [4294967293, 4294967289]
+        );
         assert_eq!(Key::from_data([3, 4]).data(), [3, 4]);
     }
 
@@ -302,7 +317,14 @@ mod tests {
         // import jax; k=jax.random.key; print([jax.random.key_data(jax.random.split(k(s), n)).tolist() for s, n in [(0, 2), (123456789, 3), (-1, 1), (2**31-1, 5)]])
         let want: [(i64, &[[u32; 2]]); 4] = [
             (0, &[[1797259609, 2579123966], [928981903, 3453687069]]),
-            (123456789, &[[104406182, 1336039183], [3209854053, 248229405], [1967704197, 330388035]]),
+            (
+                123456789,
+                &[
+                    [104406182, 1336039183],
+                    [3209854053, 248229405],
+                    [1967704197, 330388035],
+                ],
+            ),
             (-1, &[[2973345818, 897673333]]),
             (
                 (1 << 31) - 1,
@@ -316,7 +338,11 @@ mod tests {
             ),
         ];
         for (s, w) in want {
-            let got: Vec<[u32; 2]> = Key::from_seed(s).split(w.len()).iter().map(Key::data).collect();
+            let got: Vec<[u32; 2]> = Key::from_seed(s)
+                .split(w.len())
+                .iter()
+                .map(Key::data)
+                .collect();
             assert_eq!(got, w, "seed {s}");
         }
         // Partitionable split key i is fold_in(key, i).
@@ -329,7 +355,14 @@ mod tests {
         // import jax; jax.config.update('jax_threefry_partitionable', False); k=jax.random.key; print([jax.random.key_data(jax.random.split(k(s), n)).tolist() for s, n in [(0, 2), (123456789, 3), (-1, 1), (2**31-1, 5)]])
         let want: [(i64, &[[u32; 2]]); 4] = [
             (0, &[[4146024105, 967050713], [2718843009, 1272950319]]),
-            (123456789, &[[3699939943, 4114915894], [527307847, 1761669608], [3705924199, 2007508512]]),
+            (
+                123456789,
+                &[
+                    [3699939943, 4114915894],
+                    [527307847, 1761669608],
+                    [3705924199, 2007508512],
+                ],
+            ),
             (-1, &[[3461607691, 1112781462]]),
             (
                 (1 << 31) - 1,
@@ -343,8 +376,11 @@ mod tests {
             ),
         ];
         for (s, w) in want {
-            let got: Vec<[u32; 2]> =
-                Key::from_seed(s).split_with(L, w.len()).iter().map(Key::data).collect();
+            let got: Vec<[u32; 2]> = Key::from_seed(s)
+                .split_with(L, w.len())
+                .iter()
+                .map(Key::data)
+                .collect();
             assert_eq!(got, w, "seed {s}");
         }
         assert!(Key::from_seed(0).split_with(L, 0).is_empty());
@@ -353,21 +389,30 @@ mod tests {
     #[test]
     fn bits_both_modes_odd_shapes() {
         // Shapes (), (1,), (7,), (2, 3), (5,): only the flat size matters.
-        let cases: [(i64, usize); 5] = [(0, 1), (0, 1), ((1 << 31) - 1, 7), (123456789, 6), (-1, 5)];
+        let cases: [(i64, usize); 5] =
+            [(0, 1), (0, 1), ((1 << 31) - 1, 7), (123456789, 6), (-1, 5)];
         // import jax; k=jax.random.key; print([jax.random.bits(k(s), sh).ravel().tolist() for s, sh in [(0, ()), (0, (1,)), (2**31-1, (7,)), (123456789, (2, 3)), (-1, (5,))]])
         let part: [&[u32]; 5] = [
             &[4070199207],
             &[4070199207],
-            &[840997797, 1235506558, 1419036569, 1650994062, 3053628459, 3320296850, 38724216],
-            &[1234914217, 2979648120, 1727634118, 3045616527, 1956778536, 3263888465],
+            &[
+                840997797, 1235506558, 1419036569, 1650994062, 3053628459, 3320296850, 38724216,
+            ],
+            &[
+                1234914217, 2979648120, 1727634118, 3045616527, 1956778536, 3263888465,
+            ],
             &[2226700399, 2348827549, 2002407339, 3973470413, 1347664280],
         ];
         // import jax; jax.config.update('jax_threefry_partitionable', False); k=jax.random.key; print([jax.random.bits(k(s), sh).ravel().tolist() for s, sh in [(0, ()), (0, (1,)), (2**31-1, (7,)), (123456789, (2, 3)), (-1, (5,))]])
         let legacy: [&[u32]; 5] = [
             &[1797259609],
             &[1797259609],
-            &[1902026303, 2160435544, 1186109730, 184418900, 3344708116, 1892165980, 1049780142],
-            &[3699939943, 4114915894, 527307847, 1761669608, 3705924199, 2007508512],
+            &[
+                1902026303, 2160435544, 1186109730, 184418900, 3344708116, 1892165980, 1049780142,
+            ],
+            &[
+                3699939943, 4114915894, 527307847, 1761669608, 3705924199, 2007508512,
+            ],
             &[567453946, 923363222, 858957570, 3439652919, 1208350418],
         ];
         for (i, &(s, n)) in cases.iter().enumerate() {
@@ -381,24 +426,39 @@ mod tests {
 
     #[test]
     fn uniform_both_modes() {
-        let cases: [(i64, usize, f32, f32); 3] =
-            [(0, 3, 0.0, 1.0), (123456789, 6, -2.0, 3.0), (-1, 5, 0.5, 0.75)];
+        let cases: [(i64, usize, f32, f32); 3] = [
+            (0, 3, 0.0, 1.0),
+            (123456789, 6, -2.0, 3.0),
+            (-1, 5, 0.5, 0.75),
+        ];
         // import jax, numpy as np; k=jax.random.key; print([np.asarray(jax.random.uniform(k(s), sh, minval=a, maxval=b)).ravel().view(np.uint32).tolist() for s, sh, a, b in [(0, (3,), 0., 1.), (123456789, (2, 3), -2., 3.), (-1, (5,), 0.5, 0.75)]])
         let part: [&[u32]; 3] = [
             &[1064475214, 1064993846, 1051337244],
-            &[3205494670, 1069285517, 1010303104, 1069929737, 1049515188, 1072061302],
+            &[
+                3205494670, 1069285517, 1010303104, 1069929737, 1049515188, 1072061302,
+            ],
             &[1059139120, 1059258384, 1058920084, 1060844950, 1058280686],
         ];
         // import jax, numpy as np; jax.config.update('jax_threefry_partitionable', False); k=jax.random.key; print([np.asarray(jax.random.uniform(k(s), sh, minval=a, maxval=b)).ravel().view(np.uint32).tolist() for s, sh, a, b in [(0, (3,), 0., 1.), (123456789, (2, 3), -2., 3.), (-1, (5,), 0.5, 0.75)]])
         let legacy: [&[u32]; 3] = [
             &[1064771406, 1050746356, 1059196480],
-            &[1075030720, 1077056970, 3216075982, 1028672256, 1075059940, 1051496828],
+            &[
+                1075030720, 1077056970, 3216075982, 1028672256, 1075059940, 1051496828,
+            ],
             &[1057518762, 1057866330, 1057803434, 1060323644, 1058144638],
         ];
         for (i, &(s, n, a, b)) in cases.iter().enumerate() {
             let k = Key::from_seed(s);
-            assert_eq!(f32_bits(&k.uniform(n, a, b)), part[i], "partitionable case {i}");
-            assert_eq!(f32_bits(&k.uniform_with(L, n, a, b)), legacy[i], "legacy case {i}");
+            assert_eq!(
+                f32_bits(&k.uniform(n, a, b)),
+                part[i],
+                "partitionable case {i}"
+            );
+            assert_eq!(
+                f32_bits(&k.uniform_with(L, n, a, b)),
+                legacy[i],
+                "legacy case {i}"
+            );
         }
     }
 
@@ -408,15 +468,23 @@ mod tests {
         // import jax, numpy as np; k=jax.random.key; print([np.asarray(jax.random.normal(k(s), sh)).ravel().view(np.uint32).tolist() for s, sh in [(0, (3,)), (2**31-1, (7,)), (123456789, (2, 3)), (-1, ())]])
         let part: [&[u32]; 4] = [
             &[1070576317, 1073847792, 3202220055],
-            &[3210432406, 3205458629, 3202395476, 3197534024, 1057908243, 1061141878, 3222756194],
-            &[3205465415, 1057073959, 3195894391, 1057816803, 3185863130, 1060422189],
+            &[
+                3210432406, 3205458629, 3202395476, 3197534024, 1057908243, 1061141878, 3222756194,
+            ],
+            &[
+                3205465415, 1057073959, 3195894391, 1057816803, 3185863130, 1060422189,
+            ],
             &[1027436428],
         ];
         // import jax, numpy as np; jax.config.update('jax_threefry_partitionable', False); k=jax.random.key; print([np.asarray(jax.random.normal(k(s), sh)).ravel().view(np.uint32).tolist() for s, sh in [(0, (3,)), (2**31-1, (7,)), (123456789, (2, 3)), (-1, ())]])
         let legacy: [&[u32]; 4] = [
             &[1072199044, 3203865186, 1051592177],
-            &[3188929147, 1006088422, 3206030001, 3218856198, 1061460571, 3189319525, 3207672033],
-            &[1066082183, 1071466924, 3214189390, 3194523270, 1066135252, 3181870592],
+            &[
+                3188929147, 1006088422, 3206030001, 3218856198, 1061460571, 3189319525, 3207672033,
+            ],
+            &[
+                1066082183, 1071466924, 3214189390, 3194523270, 1066135252, 3181870592,
+            ],
             &[1057003878],
         ];
         for (i, &(s, n)) in cases.iter().enumerate() {
@@ -435,13 +503,22 @@ mod tests {
         if cfg!(debug_assertions) {
             // normal seed=20250101 n=1000000 mode=partitionable
             let v = normal_seed.normal(1_000_000);
-            assert_eq!(fnv1a64(v.iter().map(|x| x.to_bits())), 0x996f_3620_ea89_313f);
+            assert_eq!(
+                fnv1a64(v.iter().map(|x| x.to_bits())),
+                0x996f_3620_ea89_313f
+            );
         } else {
             // normal seed=20250101 n=10000000 mode=partitionable
             let v = normal_seed.normal(10_000_000);
-            assert_eq!(fnv1a64(v.iter().map(|x| x.to_bits())), 0x3e96_fd27_0951_6f7f);
+            assert_eq!(
+                fnv1a64(v.iter().map(|x| x.to_bits())),
+                0x3e96_fd27_0951_6f7f
+            );
             // normal seed=20250101 n=1000000 mode=partitionable
-            assert_eq!(fnv1a64(v[..1_000_000].iter().map(|x| x.to_bits())), 0x996f_3620_ea89_313f);
+            assert_eq!(
+                fnv1a64(v[..1_000_000].iter().map(|x| x.to_bits())),
+                0x996f_3620_ea89_313f
+            );
         }
         let u = Key::from_seed(31337);
         // uniform seed=31337 n=100000 minval=0.0 maxval=1.0 mode=partitionable
@@ -451,22 +528,40 @@ mod tests {
         let d = fnv1a64(u.uniform(100_001, -2.0, 3.0).iter().map(|x| x.to_bits()));
         assert_eq!(d, 0x9830_818e_679e_66b0);
         // bits seed=4242 n=100000 mode=partitionable
-        assert_eq!(fnv1a64(Key::from_seed(4242).bits(100_000)), 0xefec_33f7_47d4_c7de);
+        assert_eq!(
+            fnv1a64(Key::from_seed(4242).bits(100_000)),
+            0xefec_33f7_47d4_c7de
+        );
         // normal seed=20250101 n=100001 mode=legacy
-        let d = fnv1a64(normal_seed.normal_with(L, 100_001).iter().map(|x| x.to_bits()));
+        let d = fnv1a64(
+            normal_seed
+                .normal_with(L, 100_001)
+                .iter()
+                .map(|x| x.to_bits()),
+        );
         assert_eq!(d, 0xa93d_1d9f_a49e_a181);
         // uniform seed=31337 n=100001 minval=-2.0 maxval=3.0 mode=legacy
-        let d = fnv1a64(u.uniform_with(L, 100_001, -2.0, 3.0).iter().map(|x| x.to_bits()));
+        let d = fnv1a64(
+            u.uniform_with(L, 100_001, -2.0, 3.0)
+                .iter()
+                .map(|x| x.to_bits()),
+        );
         assert_eq!(d, 0x59b6_752d_9a4c_a8bf);
         // bits seed=4242 n=100001 mode=legacy
-        assert_eq!(fnv1a64(Key::from_seed(4242).bits_with(L, 100_001)), 0xfdac_b196_9437_6ed8);
+        assert_eq!(
+            fnv1a64(Key::from_seed(4242).bits_with(L, 100_001)),
+            0xfdac_b196_9437_6ed8
+        );
     }
 
     #[test]
     fn uniform_flushes_subnormals() {
         // import jax, numpy as np; f=np.float32; print([np.asarray(jax.random.uniform(jax.random.key(0), (4,), minval=f(a), maxval=f(b))).view(np.uint32).tolist() for a, b in [(0, 2e-38), (-1e-39, 1e-39)]])
         let k = Key::from_seed(0);
-        assert_eq!(f32_bits(&k.uniform(4, 0.0, 2e-38)), [13525555, 13966759, 0, 0]);
+        assert_eq!(
+            f32_bits(&k.uniform(4, 0.0, 2e-38)),
+            [13525555, 13966759, 0, 0]
+        );
         assert_eq!(f32_bits(&k.uniform(4, -1e-39, 1e-39)), [0, 0, 0, 0]);
     }
 

@@ -40,7 +40,10 @@ impl fmt::Display for RngError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RngError::UnknownStream { name } => {
-                write!(f, "no RNG stream named {name:?} or \"default\" found in Rngs")
+                write!(
+                    f,
+                    "no RNG stream named {name:?} or \"default\" found in Rngs"
+                )
             }
             RngError::DuplicateStream { name } => {
                 write!(f, "RNG stream {name:?} given more than once")
@@ -221,9 +224,15 @@ mod tests {
         assert_eq!(r.stream("noise").unwrap().data(), [1832780943, 270669613]);
         assert_eq!(r.stream("time").unwrap().data(), [928981903, 3453687069]);
         // Unknown name: the default stream, count 0.
-        assert_eq!(r.stream("dropout").unwrap().data(), [2724472204, 3573582090]);
+        assert_eq!(
+            r.stream("dropout").unwrap().data(),
+            [2724472204, 3573582090]
+        );
         assert_eq!(r.next_default().unwrap().data(), [202567368, 3886822060]);
-        assert_eq!(r.stream("default").unwrap().data(), [3594430910, 1784718894]);
+        assert_eq!(
+            r.stream("default").unwrap().data(),
+            [3594430910, 1784718894]
+        );
         assert_eq!(r.counter("time").unwrap(), 2);
         assert_eq!(r.counter("default").unwrap(), 3);
         assert_eq!(r.counter("dropout").unwrap(), 3);
@@ -237,10 +246,21 @@ mod tests {
         // from flax import nnx; import jax, numpy as np; r = nnx.Rngs(time=0, noise=42); print(np.asarray(jax.random.normal(r.noise(), (2, 2))).ravel().view(np.uint32).tolist(), np.asarray(jax.random.uniform(r.time(), (3,))).view(np.uint32).tolist())
         // -> [1033600729, 3203989991, 1067788602, 1057293641] [1062707686, 1044038008, 1047044448]
         let mut r = Rngs::new(&[("time", 0), ("noise", 42)]).unwrap();
-        let n: Vec<u32> = r.stream("noise").unwrap().normal(4).iter().map(|x| x.to_bits()).collect();
+        let n: Vec<u32> = r
+            .stream("noise")
+            .unwrap()
+            .normal(4)
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
         assert_eq!(n, [1033600729, 3203989991, 1067788602, 1057293641]);
-        let u: Vec<u32> =
-            r.stream("time").unwrap().uniform(3, 0.0, 1.0).iter().map(|x| x.to_bits()).collect();
+        let u: Vec<u32> = r
+            .stream("time")
+            .unwrap()
+            .uniform(3, 0.0, 1.0)
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
         assert_eq!(u, [1062707686, 1044038008, 1047044448]);
     }
 
@@ -249,7 +269,12 @@ mod tests {
         // nnx raises AttributeError: No RNG named 'dropout' or 'default' found in Rngs.
         let mut r = Rngs::new(&[("time", 0)]).unwrap();
         let e = r.stream("dropout").unwrap_err();
-        assert_eq!(e, RngError::UnknownStream { name: "dropout".into() });
+        assert_eq!(
+            e,
+            RngError::UnknownStream {
+                name: "dropout".into()
+            }
+        );
         assert!(e.to_string().contains("dropout"));
         assert!(r.next_default().is_err());
         assert!(r.counter("dropout").is_err());
@@ -265,7 +290,10 @@ mod tests {
         let mut b = Rngs::from_keys(&[("default", Key::from_seed(100))]).unwrap();
         // nnx docstring: rng1.dropout() == fold_in(key(100), 0).
         assert_eq!(a.stream("dropout").unwrap(), Key::from_seed(100).fold_in(0));
-        assert_eq!(b.stream("anything").unwrap(), Key::from_seed(100).fold_in(0));
+        assert_eq!(
+            b.stream("anything").unwrap(),
+            Key::from_seed(100).fold_in(0)
+        );
         assert_eq!(a.next_default().unwrap(), Key::from_seed(100).fold_in(1));
     }
 

@@ -42,6 +42,13 @@ fn not_yet(case: &Case) -> Result<Computed> {
     Err(Error::NotImplemented(format!("replay of kind `{}`", case.kind)))
 }
 
+/// Whether a computed output must have an expected file in the case. Every output is
+/// required except the loss intermediates that cases with a DiT backbone leave out
+/// (golden-format.md: "Cases with a `dit` network carry only `out.loss` and `grad.*`").
+pub fn required(stem: &str) -> bool {
+    !matches!(stem, "out.t" | "out.r" | "out.n" | "out.x_t" | "out.target" | "out.net_out")
+}
+
 /// The interface type named in a case (`sit`, `edm`, `mean_flow`), if any.
 pub fn interface_type(meta: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
     meta.get("interface")?.get("type")?.as_str()
