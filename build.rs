@@ -1,11 +1,15 @@
-//! Bakes an rpath to libtorch into every binary of this package (library tests,
-//! integration tests, benches, examples and the CLI), so that none of them needs
-//! `LD_LIBRARY_PATH`. torch-sys reports the directory it linked against as
-//! `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` metadata).
+//! 1. Bakes an rpath to libtorch into every binary of this package (library tests,
+//!    integration tests, benches, examples and the CLI), so that none of them needs
+//!    `LD_LIBRARY_PATH`. torch-sys reports the directory it linked against as
+//!    `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` metadata).
+//! 2. Compiles `csrc/dual_level.cpp`, the shim that enters and leaves a forward-mode
+//!    AD level (used by the `ForwardAd` JVP backend).
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=csrc/dual_level.cpp");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         println!("cargo:rustc-env=DIFFUSE_SPEC_LIBTORCH_LIB={dir}");
     }
+    cc::Build::new().cpp(true).pic(true).file("csrc/dual_level.cpp").compile("dspec_dual_level");
 }

@@ -20,6 +20,7 @@
 pub mod error;
 pub mod golden;
 pub mod interfaces;
+pub mod jvp;
 pub mod networks;
 pub mod rng;
 

@@ -5,7 +5,7 @@
 mod common;
 
 /// Cases whose math is not in the crate yet (each later issue shrinks this list).
-const NOT_YET: &[&str] = &["meanflow_", "pred_mean_flow", "eulerjump_", "dit_forward", "sit_dit_", "repa_", "euler_", "heun_", "em_"];
+const NOT_YET: &[&str] = &["meanflow_dit_", "eulerjump_", "dit_forward", "sit_dit_", "repa_", "euler_", "heun_", "em_"];
 
 #[test]
 fn shared_golden_cases_replay_without_failure() {
@@ -13,4 +13,15 @@ fn shared_golden_cases_replay_without_failure() {
     let (rows, n) = common::check_all(&root);
     assert_eq!(n, 38, "golden/v1 holds 38 cases");
     common::assert_conformance(&rows, n, |r| NOT_YET.iter().any(|p| r.case.starts_with(p)));
+}
+
+/// MeanFlow's JVP has two backends; both must reproduce every MeanFlow case.
+#[test]
+fn shared_meanflow_cases_with_the_forward_ad_backend() {
+    let Some(root) = common::shared_golden() else { return };
+    let opts = diffuse_spec::golden::ReplayOptions { device: tch::Device::Cpu, jvp: Some(diffuse_spec::jvp::JvpBackend::ForwardAd) };
+    let cases: Vec<_> = diffuse_spec::golden::discover(&root).unwrap().into_iter().filter(|c| c.to_string_lossy().contains("meanflow")).collect();
+    assert!(cases.len() >= 7);
+    let rows: Vec<_> = cases.iter().flat_map(|c| diffuse_spec::golden::check_case_with(c, &opts)).collect();
+    common::assert_conformance(&rows, cases.len(), |r| NOT_YET.iter().any(|p| r.case.starts_with(p)));
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
+//!                    [--jvp double_backward|forward_ad]
 //! diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
 //! ```
 //! Exit status: 0 when nothing failed, 1 when a case failed or errored, 2 on a usage error.
@@ -9,10 +10,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use diffuse_spec::golden::{self, Row, Summary};
+use diffuse_spec::golden::{self, ReplayOptions, Row, Summary};
+use diffuse_spec::jvp::JvpBackend;
 
 const USAGE: &str = "usage:
   diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
+                    [--jvp double_backward|forward_ad]
       replay every golden case under DIR (default: fixtures/) and print the conformance table
   diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
       compare another implementation's outputs (same file names, one directory per case
@@ -24,12 +27,13 @@ struct Opts {
     filter: Option<String>,
     json: bool,
     threads: Option<i32>,
+    jvp: Option<JvpBackend>,
     golden: Option<PathBuf>,
     candidate: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { dirs: vec![], device: "cpu".into(), filter: None, json: false, threads: None, golden: None, candidate: None };
+    let mut o = Opts { dirs: vec![], device: "cpu".into(), filter: None, json: false, threads: None, jvp: None, golden: None, candidate: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -40,6 +44,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--threads" => {
                 let v = value("--threads")?;
                 o.threads = Some(v.parse().ok().filter(|n: &i32| *n > 0).ok_or_else(|| format!("--threads wants a positive integer, got `{v}`"))?);
+            }
+            "--jvp" => {
+                let v = value("--jvp")?;
+                o.jvp = Some(match v.as_str() {
+                    "double_backward" => JvpBackend::DoubleBackward,
+                    "forward_ad" => JvpBackend::ForwardAd,
+                    _ => return Err(format!("--jvp wants double_backward or forward_ad, got `{v}`")),
+                });
             }
             "--golden" => o.golden = Some(PathBuf::from(value("--golden")?)),
             "--candidate" => o.candidate = Some(PathBuf::from(value("--candidate")?)),
@@ -78,6 +90,7 @@ fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
                 return Err("--golden / --candidate belong to `verify`".into());
             }
             let device = golden::parse_device(&o.device).map_err(|e| e.to_string())?;
+            let opts = ReplayOptions { device, jvp: o.jvp };
             let dirs = if o.dirs.is_empty() { vec![PathBuf::from("fixtures")] } else { o.dirs };
             let mut rows = Vec::new();
             for d in &dirs {
@@ -88,7 +101,7 @@ fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
                 for c in cases {
                     let name = c.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                     if selected(&name, &o.filter) {
-                        rows.extend(golden::check_case(&c, device));
+                        rows.extend(golden::check_case_with(&c, &opts));
                     }
                 }
             }

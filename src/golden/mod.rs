@@ -12,6 +12,7 @@ use std::path::Path;
 
 pub use array::{Array, ArrayData, MAX_NPY_BYTES};
 pub use case::{discover, Case, CaseKind, MAX_CASE_JSON_BYTES, ROLES};
+pub use replay::ReplayOptions;
 pub use report::{table, Row, Status, Summary};
 pub use tolerance::{compare, ulp_distance, Comparison, Tolerance};
 
@@ -47,12 +48,17 @@ fn compare_row(case: &Case, stem: &str, actual: &Array, expected: &Array) -> Row
 /// malformed (`ERROR`), its kind is not implemented (`not implemented`), or the
 /// replay failed (`ERROR`). A file that nothing read is an `ERROR` row.
 pub fn check_case(dir: &Path, device: Device) -> Vec<Row> {
+    check_case_with(dir, &ReplayOptions::on(device))
+}
+
+/// [`check_case`] with replay options (device, JVP backend override).
+pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
     let case = match Case::open(dir) {
         Ok(c) => c,
         Err(e) => return vec![whole_case_row(&dir_name(dir), "?", Status::Error, e.to_string())],
     };
     let kind = case.kind.to_string();
-    let computed = match replay::run(&case, device) {
+    let computed = match replay::run(&case, opts) {
         Ok(c) => c,
         Err(Error::NotImplemented(what)) => return vec![whole_case_row(&case.name, &kind, Status::NotImplemented, what)],
         Err(e) => return vec![whole_case_row(&case.name, &kind, Status::Error, e.to_string())],

@@ -11,9 +11,11 @@
 //! - `U[0, 1)` is half-open; losses are per example (the trainer takes their mean).
 
 mod edm;
+mod meanflow;
 mod sit;
 
 pub use edm::{Edm, EdmConfig, EdmScore};
+pub use meanflow::{CondDrop, MeanFlow, MeanFlowConfig, MeanFlowScore, NULL_LABEL};
 pub use sit::{SiT, SiTConfig};
 
 use serde::Deserialize;

@@ -70,7 +70,8 @@ pub struct ProbeMlp {
 
 impl ProbeMlp {
     /// Builds the network from named parameters (`E W1 W2 Wd Wt b1 b2`) and the `freqs` buffer,
-    /// checking every name and shape; parameters are made leaves that require gradients.
+    /// checking every name, shape and dtype (float32, or float64 throughout for numerical
+    /// checks); parameters are made leaves that require gradients.
     pub fn new(cfg: ProbeMlpConfig, params: BTreeMap<String, Tensor>, freqs: Tensor) -> Result<ProbeMlp> {
         cfg.validate()?;
         let shapes = cfg.parameter_shapes();
@@ -79,33 +80,45 @@ impl ProbeMlp {
                 return Err(Error::invalid("params", "only E, W1, W2, Wd, Wt, b1, b2", format!("extra parameter `{name}`")));
             }
         }
+        let kind = freqs.kind();
+        if !matches!(kind, Kind::Float | Kind::Double) {
+            return Err(Error::invalid("freqs", "float32 or float64", format!("{kind:?}")));
+        }
         let mut out = BTreeMap::new();
         for (name, shape) in shapes {
             let p = params.get(name).ok_or_else(|| Error::invalid("params", format!("parameter `{name}`"), "none"))?;
             if p.size() != shape {
                 return Err(Error::invalid(format!("params.{name}"), format!("shape {shape:?}"), format!("{:?}", p.size())));
             }
-            out.insert(name.to_string(), p.f_to_kind(Kind::Float)?.f_detach()?.set_requires_grad(true));
+            if p.kind() != kind {
+                return Err(Error::invalid(format!("params.{name}"), format!("dtype {kind:?} (that of freqs)"), format!("{:?}", p.kind())));
+            }
+            out.insert(name.to_string(), p.f_detach()?.set_requires_grad(true));
         }
         if freqs.size() != [cfg.freqs] {
             return Err(Error::invalid("freqs", format!("shape [{}]", cfg.freqs), format!("{:?}", freqs.size())));
         }
-        Ok(ProbeMlp { cfg, params: out, freqs: freqs.f_to_kind(Kind::Float)?, train: Cell::new(true) })
+        Ok(ProbeMlp { cfg, params: out, freqs, train: Cell::new(true) })
     }
 
     /// A randomly initialised probe (torch's generator seeded with `seed`; for tests and demos,
     /// not for golden cases, whose parameters come from files).
     pub fn init(cfg: ProbeMlpConfig, seed: i64, device: Device) -> Result<ProbeMlp> {
+        Self::init_with_kind(cfg, seed, device, Kind::Float)
+    }
+
+    /// [`ProbeMlp::init`] in a chosen float dtype (float64 for finite-difference checks).
+    pub fn init_with_kind(cfg: ProbeMlpConfig, seed: i64, device: Device, kind: Kind) -> Result<ProbeMlp> {
         cfg.validate()?;
         tch::manual_seed(seed);
         let mut params = BTreeMap::new();
         for (name, shape) in cfg.parameter_shapes() {
             let fan_in = if shape.len() == 2 { shape[0] as f64 } else { 1.0 };
             let scale = if shape.len() == 2 { fan_in.sqrt().recip() } else { 0.0 };
-            let p = (Tensor::f_randn(&shape, (Kind::Float, device))? * scale).f_detach()?;
+            let p = Tensor::f_randn(&shape, (kind, device))?.f_mul_scalar(scale)?.f_detach()?;
             params.insert(name.to_string(), p);
         }
-        let freqs = Tensor::f_arange(cfg.freqs, (Kind::Float, device))?.f_exp()?;
+        let freqs = Tensor::f_arange(cfg.freqs, (kind, device))?.f_exp()?;
         ProbeMlp::new(cfg, params, freqs)
     }
 

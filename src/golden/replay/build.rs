@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::jvp::JvpBackend;
 use crate::golden::Case;
-use crate::interfaces::{Edm, EdmConfig, Interface, SiT, SiTConfig};
+use crate::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, SiT, SiTConfig};
 use crate::networks::{Backbone, ProbeMlp, ProbeMlpConfig};
 use crate::rng::Rngs;
 
@@ -38,11 +39,22 @@ pub fn settings<T: DeserializeOwned>(case: &Case, block: &str, s: Map<String, Va
 
 /// The interface of a case, or `NotImplemented` for interfaces not built yet.
 pub fn interface(case: &Case) -> Result<Box<dyn Interface>> {
+    interface_with(case, None)
+}
+
+/// Like [`interface`], with MeanFlow's JVP backend overridden when `jvp` is given.
+pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<Box<dyn Interface>> {
     let (ty, s) = typed_block(case, "interface")?;
     Ok(match ty.as_str() {
         "sit" => Box::new(SiT::new(settings::<SiTConfig>(case, "interface", s)?)?),
         "edm" => Box::new(Edm::new(settings::<EdmConfig>(case, "interface", s)?)?),
-        "mean_flow" => return Err(Error::NotImplemented("the MeanFlow interface".into())),
+        "mean_flow" => {
+            let mut cfg = settings::<MeanFlowConfig>(case, "interface", s)?;
+            if let Some(b) = jvp {
+                cfg.jvp = b;
+            }
+            Box::new(MeanFlow::new(cfg)?)
+        }
         other => {
             return Err(case.error(
                 Some("case.json"),

@@ -3,9 +3,9 @@
 //! and for `grad` backpropagate `mean(loss)` into every `param.*`.
 
 use serde::Deserialize;
-use tch::{Device, Kind};
+use tch::Kind;
 
-use super::{build, Computed};
+use super::{build, Computed, ReplayOptions};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case, CaseKind};
 
@@ -17,12 +17,13 @@ struct LossCase {
 }
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
+pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
+    let device = opts.device;
     let c: LossCase = case.settings()?;
     if c.repa.is_some() {
         return Err(Error::NotImplemented("the REPA wrapper".into()));
     }
-    let iface = build::interface(case)?;
+    let iface = build::interface_with(case, opts.jvp)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
     let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();

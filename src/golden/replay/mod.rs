@@ -12,6 +12,7 @@ use super::array::Array;
 use super::case::{Case, CaseKind};
 use super::tolerance::Tolerance;
 use crate::error::{Error, Result};
+use crate::jvp::JvpBackend;
 
 pub mod build;
 pub mod coefficients;
@@ -22,12 +23,30 @@ mod rng;
 /// Computed outputs by file stem (`out.loss`, `grad.W1`, ...).
 pub type Computed = BTreeMap<String, Array>;
 
-/// Replays `case` on `device`.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
+/// How to replay: the device, and overrides of implementation choices that must not
+/// change the result (so that every choice can be checked against the same cases).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayOptions {
+    /// Where tensors live.
+    pub device: Device,
+    /// Overrides MeanFlow's JVP backend (`None`: the case's setting or the default).
+    pub jvp: Option<JvpBackend>,
+}
+
+impl ReplayOptions {
+    /// Defaults on `device`.
+    pub fn on(device: Device) -> Self {
+        ReplayOptions { device, jvp: None }
+    }
+}
+
+/// Replays `case`.
+pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
+    let device = opts.device;
     match case.kind {
         CaseKind::Rng => rng::run(case),
         CaseKind::Coefficients => coefficients::run(case, device),
-        CaseKind::Loss | CaseKind::Grad => loss::run(case, device),
+        CaseKind::Loss | CaseKind::Grad => loss::run(case, opts),
         CaseKind::Pred => pred::run(case, device),
         CaseKind::Sampler => not_yet(case),
         CaseKind::Network => not_yet(case),

@@ -1,0 +1,246 @@
+//! Exact Jacobian-vector products of a network, `(f(p), J_f(p) . v)`, on libtorch.
+//!
+//! libtorch offers two exact routes, both selectable:
+//! - [`JvpBackend::DoubleBackward`] (the default, plain tch): with a dummy cotangent
+//!   `g` (zeros, requiring grad), `w = <J^T g, v>` is linear in `g`, so
+//!   `dw/dg = J v` (the "double-vjp" trick; cost about three forward passes).
+//! - [`JvpBackend::ForwardAd`]: forward-mode dual tensors (`_make_dual` /
+//!   `_unpack_dual` of tch) inside a dual level entered and left through the C++ shim
+//!   `csrc/dual_level.cpp`. A process-wide lock guarantees that only one level is ever
+//!   open, and the level is closed before this function returns, so any `backward`
+//!   the caller runs afterwards runs after it closes. Every op of `f` needs a
+//!   forward-AD formula: attention must use the math kernel, not a fused one.
+//!
+//! In both, the primal output keeps its autograd graph to the network's parameters,
+//! so a loss built from it can be backpropagated; the tangent is returned detached.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+
+/// Which JVP implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JvpBackend {
+    /// Reverse-over-reverse (double backward). The default.
+    #[default]
+    DoubleBackward,
+    /// Forward-mode dual tensors.
+    ForwardAd,
+}
+
+extern "C" {
+    fn dspec_enter_dual_level(level: *mut u64, err: *mut c_char, err_len: usize) -> c_int;
+    fn dspec_exit_dual_level(level: u64, err: *mut c_char, err_len: usize) -> c_int;
+}
+
+static DUAL_LEVEL: Mutex<()> = Mutex::new(());
+
+fn shim_error(what: &str, buf: &[c_char]) -> Error {
+    // SAFETY: the shim always NUL-terminates within the buffer.
+    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    Error::Torch(tch::TchError::Torch(format!("{what}: {msg}")))
+}
+
+/// An open forward-AD level; closed on drop (also on an early `?` return).
+struct DualLevel {
+    level: u64,
+    closed: bool,
+}
+
+impl DualLevel {
+    fn enter() -> Result<DualLevel> {
+        let mut level = 0u64;
+        let mut buf = [0 as c_char; 512];
+        // SAFETY: valid pointers to a u64 and a buffer of the stated length.
+        let rc = unsafe { dspec_enter_dual_level(&mut level, buf.as_mut_ptr(), buf.len()) };
+        if rc != 0 {
+            return Err(shim_error("entering a forward-AD level", &buf));
+        }
+        Ok(DualLevel { level, closed: false })
+    }
+
+    fn exit(mut self) -> Result<()> {
+        self.closed = true;
+        let mut buf = [0 as c_char; 512];
+        // SAFETY: a buffer of the stated length.
+        let rc = unsafe { dspec_exit_dual_level(self.level, buf.as_mut_ptr(), buf.len()) };
+        if rc != 0 {
+            return Err(shim_error("leaving a forward-AD level", &buf));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DualLevel {
+    fn drop(&mut self) {
+        if !self.closed {
+            let mut buf = [0 as c_char; 512];
+            // SAFETY: as in `exit`; an error here cannot be reported from drop.
+            let _ = unsafe { dspec_exit_dual_level(self.level, buf.as_mut_ptr(), buf.len()) };
+        }
+    }
+}
+
+/// `(f(primals), J_f(primals) . tangents)`. A `None` tangent is a zero tangent (that input
+/// is held fixed). Primals are used as given (detached leaves are made for the
+/// double-backward route); the returned primal output keeps its graph to any parameters
+/// `f` uses, and the tangent output is detached.
+pub fn jvp(
+    backend: JvpBackend,
+    f: &mut dyn FnMut(&[Tensor]) -> Result<Tensor>,
+    primals: &[Tensor],
+    tangents: &[Option<Tensor>],
+) -> Result<(Tensor, Tensor)> {
+    if primals.len() != tangents.len() {
+        return Err(Error::invalid("tangents", format!("{} tangents (one per primal)", primals.len()), tangents.len()));
+    }
+    for (i, (p, t)) in primals.iter().zip(tangents).enumerate() {
+        if let Some(t) = t {
+            if t.size() != p.size() {
+                return Err(Error::invalid(format!("tangents[{i}]"), format!("shape {:?}", p.size()), format!("{:?}", t.size())));
+            }
+        }
+    }
+    match backend {
+        JvpBackend::DoubleBackward => double_backward(f, primals, tangents),
+        JvpBackend::ForwardAd => forward_ad(f, primals, tangents),
+    }
+}
+
+fn double_backward(
+    f: &mut dyn FnMut(&[Tensor]) -> Result<Tensor>,
+    primals: &[Tensor],
+    tangents: &[Option<Tensor>],
+) -> Result<(Tensor, Tensor)> {
+    let leaves: Vec<Tensor> = primals
+        .iter()
+        .zip(tangents)
+        .map(|(p, t)| Ok(if t.is_some() { p.f_detach()?.set_requires_grad(true) } else { p.shallow_clone() }))
+        .collect::<Result<_>>()?;
+    let out = f(&leaves)?;
+    let active: Vec<(&Tensor, &Tensor)> = leaves.iter().zip(tangents).filter_map(|(l, t)| t.as_ref().map(|t| (l, t))).collect();
+    if active.is_empty() || !out.requires_grad() {
+        return Ok((out.shallow_clone(), out.f_zeros_like()?));
+    }
+    let g = out.f_zeros_like()?.set_requires_grad(true);
+    let s = out.f_mul(&g)?.f_sum(out.kind())?;
+    let inputs: Vec<&Tensor> = active.iter().map(|(l, _)| *l).collect();
+    let vjps = Tensor::f_run_backward(&[&s], &inputs, true, true)?;
+    let mut w: Option<Tensor> = None;
+    for (vjp, (_, t)) in vjps.iter().zip(&active) {
+        if !vjp.defined() {
+            continue;
+        }
+        let term = vjp.f_mul(t)?.f_sum(vjp.kind())?;
+        w = Some(match w {
+            None => term,
+            Some(acc) => acc.f_add(&term)?,
+        });
+    }
+    let Some(w) = w else { return Ok((out.shallow_clone(), out.f_zeros_like()?)) };
+    if !w.requires_grad() {
+        return Ok((out.shallow_clone(), out.f_zeros_like()?));
+    }
+    let jv = Tensor::f_run_backward(&[&w], &[&g], true, false)?;
+    let jv = jv.into_iter().next().filter(Tensor::defined);
+    let jv = match jv {
+        Some(t) => t.f_detach()?,
+        None => out.f_zeros_like()?.f_detach()?,
+    };
+    Ok((out, jv))
+}
+
+fn forward_ad(
+    f: &mut dyn FnMut(&[Tensor]) -> Result<Tensor>,
+    primals: &[Tensor],
+    tangents: &[Option<Tensor>],
+) -> Result<(Tensor, Tensor)> {
+    let _guard = DUAL_LEVEL.lock().map_err(|_| Error::Unsupported {
+        what: "forward-mode JVP".into(),
+        why: "a previous forward-AD computation panicked while holding the dual level".into(),
+    })?;
+    let level = DualLevel::enter()?;
+    let lv = level.level as i64;
+    let result = (|| -> Result<(Tensor, Tensor)> {
+        let duals: Vec<Tensor> = primals
+            .iter()
+            .zip(tangents)
+            .map(|(p, t)| match t {
+                Some(t) => Ok(Tensor::f_internal_make_dual(p, &t.f_to_kind(p.kind())?, lv)?),
+                None => Ok(p.shallow_clone()),
+            })
+            .collect::<Result<_>>()?;
+        let out = f(&duals)?;
+        let (primal, tangent) = Tensor::f_internal_unpack_dual(&out, lv)?;
+        let tangent = if tangent.defined() { tangent.f_detach()?.f_contiguous()?.f_detach_copy()? } else { primal.f_zeros_like()?.f_detach()? };
+        Ok((primal, tangent))
+    })();
+    level.exit()?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// f(x, s) = sin(x) * s^2 + x^3, elementwise, with parameters a (so the primal must
+    /// keep a graph): f = a * (sin(x) s^2 + x^3).
+    fn f_of(a: &Tensor) -> impl FnMut(&[Tensor]) -> Result<Tensor> + '_ {
+        move |p: &[Tensor]| Ok(a * (p[0].sin() * p[1].square() + p[0].pow_tensor_scalar(3)))
+    }
+
+    fn analytic(x: &Tensor, s: &Tensor, vx: &Tensor, vs: &Tensor, a: &Tensor) -> Tensor {
+        a * ((x.cos() * s.square() + 3.0 * x.square()) * vx + x.sin() * 2.0 * s * vs)
+    }
+
+    #[test]
+    fn both_backends_match_the_analytic_jvp_and_keep_the_graph() {
+        for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+            let opts = (Kind::Double, Device::Cpu);
+            let a = Tensor::from_slice(&[0.5f64, -1.5, 2.0]).set_requires_grad(true);
+            let x = Tensor::from_slice(&[0.1f64, 0.7, -1.3]);
+            let s = Tensor::from_slice(&[1.1f64, -0.4, 0.9]);
+            let vx = Tensor::from_slice(&[1.0f64, -2.0, 0.5]);
+            let vs = Tensor::ones([3], opts);
+            let mut f = f_of(&a);
+            let (y, jv) = jvp(backend, &mut f, &[x.shallow_clone(), s.shallow_clone()], &[Some(vx.shallow_clone()), Some(vs.shallow_clone())]).unwrap();
+            let want = analytic(&x, &s, &vx, &vs, &a).detach();
+            assert!((&jv - &want).abs().max().double_value(&[]) < 1e-12, "{backend:?}");
+            assert!(!jv.requires_grad());
+            // The primal keeps its graph: d sum(y) / d a = sin(x) s^2 + x^3.
+            y.sum(Kind::Double).backward();
+            let ga = a.grad();
+            let want_ga = x.sin() * s.square() + x.pow_tensor_scalar(3);
+            assert!((&ga - &want_ga).abs().max().double_value(&[]) < 1e-12, "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn a_none_tangent_holds_that_input_fixed() {
+        for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+            let a = Tensor::from_slice(&[1.0f64]);
+            let x = Tensor::from_slice(&[0.3f64]);
+            let s = Tensor::from_slice(&[2.0f64]);
+            let mut f = f_of(&a);
+            let (_, jv) = jvp(backend, &mut f, &[x.shallow_clone(), s.shallow_clone()], &[None, Some(Tensor::from_slice(&[1.0f64]))]).unwrap();
+            let want = x.sin() * 2.0 * &s;
+            assert!((&jv - &want).abs().max().double_value(&[]) < 1e-12);
+        }
+    }
+
+    #[test]
+    fn mismatched_tangents_are_refused() {
+        let a = Tensor::from_slice(&[1.0f64]);
+        let mut f = f_of(&a);
+        let x = Tensor::from_slice(&[0.3f64]);
+        assert!(jvp(JvpBackend::DoubleBackward, &mut f, &[x.shallow_clone()], &[]).is_err());
+        let e = jvp(JvpBackend::ForwardAd, &mut f, &[x.shallow_clone(), x.shallow_clone()], &[Some(Tensor::ones([2], (Kind::Double, Device::Cpu))), None]);
+        assert!(e.is_err());
+    }
+}
