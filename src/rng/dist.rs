@@ -138,7 +138,7 @@ fn flush_denormal(x: f32) -> f32 {
 
 /// XLA's `maximum(a, b)` on float32 (LLVM `llvm.maximum`): NaN if either is
 /// NaN, `-0 < +0`, otherwise the larger.
-#[inline]
+#[inline(always)]
 fn xla_max_f32(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
@@ -158,7 +158,7 @@ fn xla_max_f32(a: f32, b: f32) -> f32 {
 /// mantissa of a number in `[1, 2)`, and subtracting 1 is exact, so the result
 /// is `(bits >> 9) * 2^-23`. Mirrors the first half of `_uniform` in
 /// `jax/_src/random.py` (`float_bits`, `bitcast_convert_type`, `- 1.`).
-#[inline]
+#[inline(always)]
 pub fn unit_f32_from_bits(bits: u32) -> f32 {
     f32::from_bits((bits >> 9) | 0x3f80_0000) - 1.0
 }
@@ -173,7 +173,7 @@ pub fn unit_f32_from_bits(bits: u32) -> f32 {
 /// results are flushed to zero as XLA CPU does. Because of rounding the
 /// result can equal `maxval` when the range is wide relative to `minval`;
 /// JAX has the same property. Mirrors `_uniform` in `jax/_src/random.py`.
-#[inline]
+#[inline(always)]
 pub fn uniform_f32_from_bits(bits: u32, minval: f32, maxval: f32) -> f32 {
     let f = unit_f32_from_bits(bits);
     let lo = flush_denormal(minval);
@@ -192,6 +192,7 @@ pub fn uniform_f32_from_bits(bits: u32, minval: f32, maxval: f32) -> f32 {
 /// `0` (XLA's denormals-are-zero), so they give `-inf`; `log(0) = -inf`, `log(+inf) = +inf`, negative or NaN input gives
 /// NaN (with all bits set, like XLA). Mirrors the `log_f32` routine XLA's CPU
 /// backend (jaxlib 0.5.1) emits for `log`.
+#[inline(always)]
 pub fn xla_log_f32(x: f32) -> f32 {
     let x = flush_denormal(x);
     if x.is_nan() || x < 0.0 {
@@ -238,6 +239,7 @@ pub fn xla_log_f32(x: f32) -> f32 {
 /// `z^3 * (N/D) - z^2/2` as one FMA; otherwise [`xla_log_f32`]`(1 + z)`.
 /// Subnormal input and output are flushed to zero (XLA CPU's DAZ/FTZ).
 /// Mirrors `ElementalIrEmitter::EmitLog1p` in XLA.
+#[inline(always)]
 pub fn xla_log1p_f32(z: f32) -> f32 {
     let z = flush_denormal(z);
     if z.abs() < LOG1P_SMALL {
@@ -269,6 +271,7 @@ pub fn xla_log1p_f32(z: f32) -> f32 {
 /// Subnormal input and output are flushed to zero (XLA CPU's DAZ/FTZ).
 /// Mirrors `materializeErfInvF32` (StableHLO's CHLO legalization) as lowered
 /// by XLA CPU for `lax.erf_inv` in jaxlib 0.5.1.
+#[inline(always)]
 pub fn erfinv_f32(x: f32) -> f32 {
     let x = flush_denormal(x);
     let lp = xla_log1p_f32(x * -x);
@@ -295,7 +298,7 @@ pub fn erfinv_f32(x: f32) -> f32 {
 /// `[-0.99999994, 1)`; `1 - (-0.99999994)` rounds to exactly 2 in float32),
 /// then `sqrt(2)_f32 * erfinv_f32(u)`. The result is finite for every input.
 /// Mirrors `_normal_real` in `jax/_src/random.py`.
-#[inline]
+#[inline(always)]
 pub fn normal_f32_from_bits(bits: u32) -> f32 {
     let u = uniform_f32_from_bits(bits, NORMAL_UNIFORM_LO, 1.0);
     erfinv_f32(u) * SQRT_2_F32

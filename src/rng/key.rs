@@ -161,10 +161,8 @@ impl Key {
     fn fill_bits(&self, mode: PrngMode, out: &mut [u32]) {
         match mode {
             PrngMode::Partitionable => {
-                for (i, o) in out.iter_mut().enumerate() {
-                    let y = hash_index(self.data, i as u64);
-                    *o = y[0] ^ y[1];
-                }
+                let key = self.data;
+                par_chunks(out, |start, chunk| map_partitionable(key, start, chunk, |b| b));
             }
             PrngMode::Legacy => {
                 const BLOCK: u64 = u32::MAX as u64;
@@ -195,11 +193,19 @@ impl Key {
     /// `jax.random.uniform(key, shape, float32, minval, maxval)` under `mode`:
     /// [`uniform_f32_from_bits`] of [`Key::bits_with`]. Mirrors `_uniform`.
     pub fn uniform_with(&self, mode: PrngMode, n: usize, minval: f32, maxval: f32) -> Vec<f32> {
-        let mut bits = vec![0u32; n];
-        self.fill_bits(mode, &mut bits);
-        bits.into_iter()
-            .map(|b| uniform_f32_from_bits(b, minval, maxval))
-            .collect()
+        match mode {
+            PrngMode::Partitionable => {
+                let mut out = vec![0f32; n];
+                let key = self.data;
+                par_chunks(&mut out, |start, chunk| map_partitionable(key, start, chunk, |b| uniform_f32_from_bits(b, minval, maxval)));
+                out
+            }
+            PrngMode::Legacy => {
+                let mut bits = vec![0u32; n];
+                self.fill_bits(mode, &mut bits);
+                bits.into_iter().map(|b| uniform_f32_from_bits(b, minval, maxval)).collect()
+            }
+        }
     }
 
     /// `jax.random.normal(key, shape, float32)` in the partitionable mode:
@@ -214,10 +220,68 @@ impl Key {
     /// ([`normal_f32_from_bits`] of [`Key::bits_with`]). Mirrors
     /// `_normal_real`.
     pub fn normal_with(&self, mode: PrngMode, n: usize) -> Vec<f32> {
-        let mut bits = vec![0u32; n];
-        self.fill_bits(mode, &mut bits);
-        bits.into_iter().map(normal_f32_from_bits).collect()
+        match mode {
+            PrngMode::Partitionable => {
+                let mut out = vec![0f32; n];
+                let key = self.data;
+                par_chunks(&mut out, |start, chunk| map_partitionable(key, start, chunk, normal_f32_from_bits));
+                out
+            }
+            PrngMode::Legacy => {
+                let mut bits = vec![0u32; n];
+                self.fill_bits(mode, &mut bits);
+                bits.into_iter().map(normal_f32_from_bits).collect()
+            }
+        }
     }
+}
+
+/// Elements per thread below which a draw stays on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// Runs `f(start, chunk)` over contiguous chunks of `out` on up to
+/// `available_parallelism()` scoped threads. Every element is a pure function of its
+/// index (partitionable mode), so the result does not depend on the split.
+fn par_chunks<T: Send, F: Fn(usize, &mut [T]) + Sync>(out: &mut [T], f: F) {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per = out.len().div_ceil(threads.max(1)).max(PAR_MIN);
+    if threads <= 1 || out.len() <= per {
+        f(0, out);
+        return;
+    }
+    std::thread::scope(|s| {
+        for (i, chunk) in out.chunks_mut(per).enumerate() {
+            let f = &f;
+            s.spawn(move || f(i * per, chunk));
+        }
+    });
+}
+
+/// `out[j] = map(y0 ^ y1)` for `[y0, y1] = threefry2x32(key, index start + j)`.
+/// On x86-64 with FMA the loop is compiled with the `fma` target feature, so
+/// `f32::mul_add` is one instruction rather than a libm call; both round once, so
+/// the values are identical.
+fn map_partitionable<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: M) {
+    #[inline(always)]
+    fn body<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: &M) {
+        for (j, o) in out.iter_mut().enumerate() {
+            let y = hash_index(key, (start + j) as u64);
+            *o = map(y[0] ^ y[1]);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        unsafe fn body_fma<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: &M) {
+            body(key, start, out, map)
+        }
+        if std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked just above).
+            unsafe { body_fma(key, start, out, &map) };
+            return;
+        }
+    }
+    body(key, start, out, &map)
 }
 
 #[cfg(test)]

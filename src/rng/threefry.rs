@@ -34,7 +34,7 @@ fn apply_round(x: &mut [u32; 2], rot: u32) {
 /// `13 15 26 6` and `17 29 16 24` alternating) each followed by the
 /// injection `x0 += ks[(g+1)%3]; x1 += ks[(g+2)%3] + (g+1)` for group `g`.
 /// Mirrors `_threefry2x32_lowering` in `jax/_src/prng.py`.
-#[inline]
+#[inline(always)]
 pub fn threefry2x32(key: [u32; 2], x: [u32; 2]) -> [u32; 2] {
     let ks = [key[0], key[1], key[0] ^ key[1] ^ KS_PARITY];
     let mut v = [x[0].wrapping_add(ks[0]), x[1].wrapping_add(ks[1])];
@@ -54,7 +54,7 @@ pub fn threefry2x32(key: [u32; 2], x: [u32; 2]) -> [u32; 2] {
 /// Returns `threefry2x32(key, [(i >> 32) as u32, i as u32])`. In
 /// `_threefry_random_bits_partitionable` element `i` of a 32-bit draw is
 /// `out[0] ^ out[1]`; in `_threefry_split_foldlike` key `i` is `out` itself.
-#[inline]
+#[inline(always)]
 pub fn hash_index(key: [u32; 2], i: u64) -> [u32; 2] {
     threefry2x32(key, [(i >> 32) as u32, i as u32])
 }
