@@ -93,40 +93,18 @@ impl Array {
         Self::parse_npy(&bytes)
     }
 
-    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]).
+    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]); the header and size
+    /// checks are the library's [`crate::networks::weights::parse_npy`].
     pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
-        let bad = |msg: String| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg);
-        let mut cursor = bytes;
-        let header = npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| bad(format!("unreadable header ({e})")))?;
-        let npyz::DType::Plain(ts) = header.dtype() else {
-            return Err(bad("a structured or nested dtype".into()));
-        };
-        let ts = ts.to_string();
-        if header.order() != npyz::Order::C {
-            return Err(bad("fortran order".into()));
-        }
-        let mut n: u64 = 1;
-        let mut shape = Vec::new();
-        for &d in header.shape() {
-            n = n.checked_mul(d).ok_or_else(|| bad(format!("shape {:?} overflows", header.shape())))?;
-            shape.push(usize::try_from(d).map_err(|_| bad(format!("dimension {d} too large")))?);
-        }
-        let want = n.checked_mul(4).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        let payload = cursor;
-        if payload.len() as u64 != want && matches!(ts.as_str(), "<f4" | "<i4" | "<u4") {
-            return Err(bad(format!(
-                "payload of {} bytes where shape {shape:?} needs {want} (truncated or padded file)",
-                payload.len()
-            )));
-        }
-        let words = payload.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
-        let data = match ts.as_str() {
+        let raw = crate::networks::weights::parse_npy(bytes)?;
+        let words = raw.payload.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+        let data = match raw.dtype.as_str() {
             "<f4" => ArrayData::F32(words.map(f32::from_le_bytes).collect()),
             "<i4" => ArrayData::I32(words.map(i32::from_le_bytes).collect()),
             "<u4" => ArrayData::U32(words.map(u32::from_le_bytes).collect()),
-            other => return Err(bad(format!("dtype `{other}`"))),
+            other => return Err(Error::invalid("npy", "a float32/int32/uint32 .npy file", format!("dtype `{other}`"))),
         };
-        Ok(Array { shape, data })
+        Ok(Array { shape: raw.shape, data })
     }
 
     /// Writes the array as a format-v1 `.npy` file.

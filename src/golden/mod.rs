@@ -14,7 +14,7 @@ pub use array::{Array, ArrayData, MAX_NPY_BYTES};
 pub use case::{discover, Case, CaseKind, MAX_CASE_JSON_BYTES, ROLES};
 pub use replay::ReplayOptions;
 pub use report::{table, Row, Status, Summary};
-pub use tolerance::{compare, ulp_distance, Comparison, Tolerance};
+pub use tolerance::{compare, compare_scaled, max_abs, ulp_distance, Comparison, Scale, Tolerance};
 
 use tch::Device;
 
@@ -28,9 +28,22 @@ fn dir_name(dir: &Path) -> String {
     dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string())
 }
 
-fn compare_row(case: &Case, stem: &str, actual: &Array, expected: &Array) -> Row {
+/// The case's gradient scale: the largest finite magnitude over all its expected `grad.*`
+/// arrays (`None` when it has none). Tolerances with [`Scale::CaseGradients`] (a gradient that
+/// is zero in exact arithmetic, such as the DiT's attention key bias) take `atol` against it.
+fn case_grad_scale(case: &Case) -> Option<f64> {
+    case.stems("grad.").iter().filter_map(|s| case.array(s).ok()).filter_map(|a| max_abs(&a)).reduce(f64::max)
+}
+
+/// Compares one quantity; `grad_scale` computes the case's gradient scale when the quantity's
+/// tolerance asks for it (once per case).
+fn compare_row(case: &Case, stem: &str, actual: &Array, expected: &Array, grad_scale: &mut Option<Option<f64>>) -> Row {
     let tol = replay::tolerance_for(case.kind, &case.meta, stem);
-    let c = compare(actual, expected, tol);
+    let scale = match tol.scale {
+        Scale::CaseGradients => *grad_scale.get_or_insert_with(|| case_grad_scale(case)),
+        Scale::Own => None,
+    };
+    let c = compare_scaled(actual, expected, tol, scale);
     Row {
         case: case.name.clone(),
         kind: case.kind.to_string(),
@@ -38,7 +51,10 @@ fn compare_row(case: &Case, stem: &str, actual: &Array, expected: &Array) -> Row
         worst_ulp: Some(c.worst_ulp),
         worst_rel: Some(c.worst_rel),
         status: if c.passed { Status::Pass } else { Status::Fail },
-        detail: format!("{} (tolerance {tol})", c.detail()),
+        detail: match scale {
+            Some(s) => format!("{} (tolerance {tol}, case gradient scale {s:.3e})", c.detail()),
+            None => format!("{} (tolerance {tol})", c.detail()),
+        },
     }
 }
 
@@ -64,6 +80,7 @@ pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
         Err(e) => return vec![whole_case_row(&case.name, &kind, Status::Error, e.to_string())],
     };
     let mut rows = Vec::new();
+    let mut grad_scale = None;
     let mut expected_stems = case.stems("out.");
     expected_stems.extend(case.stems("grad."));
     for stem in expected_stems {
@@ -75,7 +92,7 @@ pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
             }
         };
         match computed.get(&stem) {
-            Some(actual) => rows.push(compare_row(&case, &stem, actual, &expected)),
+            Some(actual) => rows.push(compare_row(&case, &stem, actual, &expected, &mut grad_scale)),
             None => rows.push(Row {
                 quantity: stem.clone(),
                 ..whole_case_row(&case.name, &kind, Status::Fail, "expected output that the replay does not produce".into())
@@ -115,6 +132,7 @@ pub fn verify_case(golden_dir: &Path, candidate_root: &Path) -> Vec<Row> {
         return vec![whole_case_row(&case.name, &kind, Status::Fail, format!("no candidate directory {}", cand_dir.display()))];
     }
     let mut rows = Vec::new();
+    let mut grad_scale = None;
     let mut expected_stems = case.stems("out.");
     expected_stems.extend(case.stems("grad."));
     for stem in &expected_stems {
@@ -131,7 +149,7 @@ pub fn verify_case(golden_dir: &Path, candidate_root: &Path) -> Vec<Row> {
             continue;
         }
         match Array::read_npy(&path) {
-            Ok(actual) => rows.push(compare_row(&case, stem, &actual, &expected)),
+            Ok(actual) => rows.push(compare_row(&case, stem, &actual, &expected, &mut grad_scale)),
             Err(e) => rows.push(Row { quantity: stem.clone(), ..whole_case_row(&case.name, &kind, Status::Error, format!("candidate: {e}")) }),
         }
     }

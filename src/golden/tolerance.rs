@@ -10,33 +10,60 @@
 //! scale* (golden-format.md, "Tolerances"): summed or integrated quantities are
 //! judged against the size of what they sum, not against elements that cancel to
 //! near zero. Integer arrays (labels, random bits, keys) must be equal.
+//!
+//! A quantity that is zero in exact arithmetic holds only rounding noise, and its own
+//! largest magnitude is no scale at all. Its tolerance says [`Scale::CaseGradients`]:
+//! `scale` is then the largest finite magnitude over *all* of the case's expected
+//! gradients (`grad.*`), which the harness computes and hands to [`compare_scaled`].
+//! The DiT's attention key bias is such a quantity: softmax ignores a shift common to
+//! all keys, so `d loss / d key.bias = sum_j d loss / d k_j = 0`.
 
 use super::array::{Array, ArrayData};
+
+/// What a tolerance's `atol` is a fraction of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scale {
+    /// The expected array's own largest finite magnitude.
+    #[default]
+    Own,
+    /// The largest finite magnitude over all expected gradients (`grad.*`) of the case, for
+    /// a gradient that is zero in exact arithmetic (falls back to [`Scale::Own`] when the
+    /// comparison is given no case scale).
+    CaseGradients,
+}
 
 /// How close a computed array must be to the expected one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerance {
     /// Relative tolerance per element.
     pub rtol: f64,
-    /// Absolute tolerance, as a fraction of the expected array's largest magnitude.
+    /// Absolute tolerance, as a fraction of the scale named by `scale`.
     pub atol: f64,
     /// Ulp budget per element (float32 ulps between computed and expected).
     pub max_ulp: u64,
+    /// What `atol` is a fraction of.
+    pub scale: Scale,
 }
 
 impl Tolerance {
     /// Bit-for-bit equality (random streams, integer arrays).
-    pub const EXACT: Tolerance = Tolerance { rtol: 0.0, atol: 0.0, max_ulp: 0 };
+    pub const EXACT: Tolerance = Tolerance { rtol: 0.0, atol: 0.0, max_ulp: 0, scale: Scale::Own };
 
     /// An element-wise computation of a few roundings: within `n` ulp of the element, or
     /// within `n` ulp of the array's scale (for elements that cancel toward zero).
     pub fn elementwise(n: u64) -> Tolerance {
-        Tolerance { rtol: 0.0, atol: n as f64 * f32::EPSILON as f64, max_ulp: n }
+        Tolerance { rtol: 0.0, atol: n as f64 * f32::EPSILON as f64, max_ulp: n, scale: Scale::Own }
     }
 
     /// A computation that sums or integrates: `rtol` per element plus `atol` of the array's scale.
     pub fn close(rtol: f64, atol: f64) -> Tolerance {
-        Tolerance { rtol, atol, max_ulp: 0 }
+        Tolerance { rtol, atol, max_ulp: 0, scale: Scale::Own }
+    }
+
+    /// The same tolerance with `atol` taken against the case's gradient scale
+    /// ([`Scale::CaseGradients`]).
+    pub fn against_case_gradients(self) -> Tolerance {
+        Tolerance { scale: Scale::CaseGradients, ..self }
     }
 }
 
@@ -45,7 +72,11 @@ impl std::fmt::Display for Tolerance {
         if *self == Tolerance::EXACT {
             write!(f, "exact")
         } else {
-            write!(f, "ulp<={} or |d|<={:.1e}|e|+{:.1e}*scale", self.max_ulp, self.rtol, self.atol)
+            let scale = match self.scale {
+                Scale::Own => "scale",
+                Scale::CaseGradients => "case gradient scale",
+            };
+            write!(f, "ulp<={} or |d|<={:.1e}|e|+{:.1e}*{scale}", self.max_ulp, self.rtol, self.atol)
         }
     }
 }
@@ -127,13 +158,31 @@ fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     idx
 }
 
-/// Compares `actual` with `expected` under `tol`.
+/// Compares `actual` with `expected` under `tol` (`atol` against the array's own scale).
 pub fn compare(actual: &Array, expected: &Array, tol: Tolerance) -> Comparison {
+    compare_scaled(actual, expected, tol, None)
+}
+
+/// The largest finite magnitude of a float32 array (`None` for other dtypes or no finite element).
+pub fn max_abs(a: &Array) -> Option<f64> {
+    match &a.data {
+        ArrayData::F32(v) => v.iter().filter(|x| x.is_finite()).map(|x| x.abs() as f64).reduce(f64::max),
+        _ => None,
+    }
+}
+
+/// Compares `actual` with `expected` under `tol`; when `tol.scale` is
+/// [`Scale::CaseGradients`] and `case_grad_scale` is given, `atol` is a fraction of it.
+pub fn compare_scaled(actual: &Array, expected: &Array, tol: Tolerance, case_grad_scale: Option<f64>) -> Comparison {
     if actual.shape != expected.shape {
         return Comparison::mismatch(format!("shape {:?} where {:?} expected", actual.shape, expected.shape));
     }
+    let scale = match (tol.scale, case_grad_scale) {
+        (Scale::CaseGradients, Some(s)) => Some(s),
+        _ => None,
+    };
     match (&actual.data, &expected.data) {
-        (ArrayData::F32(a), ArrayData::F32(e)) => compare_f32(a, e, &expected.shape, tol),
+        (ArrayData::F32(a), ArrayData::F32(e)) => compare_f32(a, e, &expected.shape, tol, scale),
         (ArrayData::I32(a), ArrayData::I32(e)) => compare_int(a, e, &expected.shape),
         (ArrayData::U32(a), ArrayData::U32(e)) => compare_int(a, e, &expected.shape),
         (a, e) => Comparison::mismatch(format!("dtype {} where {} expected", a.dtype(), e.dtype())),
@@ -170,8 +219,9 @@ fn compare_int<T: PartialEq + Copy + Into<i64>>(a: &[T], e: &[T], shape: &[usize
     c
 }
 
-fn compare_f32(a: &[f32], e: &[f32], shape: &[usize], tol: Tolerance) -> Comparison {
-    let scale = e.iter().filter(|x| x.is_finite()).fold(0f64, |m, &x| m.max(x.abs() as f64)).max(f32::MIN_POSITIVE as f64);
+fn compare_f32(a: &[f32], e: &[f32], shape: &[usize], tol: Tolerance, scale: Option<f64>) -> Comparison {
+    let own = e.iter().filter(|x| x.is_finite()).fold(0f64, |m, &x| m.max(x.abs() as f64));
+    let scale = scale.unwrap_or(own).max(f32::MIN_POSITIVE as f64);
     let mut c = Comparison {
         passed: true,
         worst_ulp: 0,
@@ -257,6 +307,21 @@ mod tests {
         assert_eq!(c.worst_rel_at, vec![1]);
         assert!((c.worst_rel - 1.0).abs() < 1e-6);
         assert!(!compare(&a, &e, Tolerance::close(1e-5, 0.0)).passed);
+    }
+
+    #[test]
+    fn case_gradient_scale_judges_rounding_noise_against_the_other_gradients() {
+        // Expected and computed are both noise around an exact zero: hopeless against their
+        // own scale, fine against a case whose gradients are of order 0.1.
+        let e = arr(&[2e-11, -3e-12]);
+        let a = arr(&[-4e-11, 1e-11]);
+        let tol = Tolerance::close(1e-5, 1e-6).against_case_gradients();
+        assert!(!compare(&a, &e, tol).passed);
+        assert!(compare_scaled(&a, &e, tol, Some(0.1)).passed);
+        assert!(!compare_scaled(&a, &e, Tolerance::close(1e-5, 1e-6), Some(0.1)).passed);
+        // a real gradient of 1e-6 where the case says 0 is still caught (atol 1e-7 here)
+        assert!(!compare_scaled(&arr(&[1e-6, 0.0]), &e, tol, Some(0.1)).passed);
+        assert_eq!(max_abs(&arr(&[1.0, -3.0, f32::INFINITY])), Some(3.0));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!
 //! Quirk Q2: the reference's score is `-(x_t - pred) / t^2`; the score implied by the
 //! denoiser, `(D - x_t) / t^2 = -pred / t`, is [`EdmScore::Denoiser`].
-//! Quirk Q12: `c_noise` and the scores are infinite at `t = 0`; this crate refuses
-//! `t <= 0` in `pred`, `score` and the loss with an error instead of a NaN.
+//! Quirk Q12: `c_noise = log(t)/4` is infinite at `t = 0`, so `pred` and `score` are NaN
+//! there, exactly as in the reference (a documented result, checked by the fixture
+//! `pred_edm_t0_q12`); negative sigmas are refused, and the loss refuses a drawn `t = 0`
+//! with an error rather than return a NaN loss.
 
 use serde::Deserialize;
 use tch::{Device, Tensor};
@@ -145,7 +147,7 @@ impl Interface for Edm {
             return Err(Error::invalid("r", "none (EDM has no interval start)", "a tensor"));
         }
         let b = check_data(x_t, y)?;
-        check_time(t, b, 0.0, f64::INFINITY, false, "EDM's t is sigma; c_noise = log(t)/4 and pred divide by t (quirk Q12)")?;
+        check_time(t, b, 0.0, f64::INFINITY, true, "EDM's t is the noise level sigma")?;
         let (d, _) = self.denoise(net, x_t, t, y, None)?;
         Ok(x_t.f_sub(&d)?.f_div(&bcast_right(t, x_t.dim())?)?)
     }

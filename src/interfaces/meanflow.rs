@@ -279,16 +279,17 @@ impl Interface for MeanFlow {
     fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
         let b = check_data(x_t, y)?;
         let r = r.ok_or_else(|| Error::invalid("r", "the interval start r ([B]) for MeanFlow's pred", "none"))?;
-        check_time(t, b, f64::NEG_INFINITY, f64::INFINITY, true, "any finite time")?;
+        check_time(t, b, 0.0, 1.0, true, "MeanFlow's path runs from data at t = 0 to noise at t = 1")?;
         if r.size() != [b] {
             return Err(Error::invalid("r", format!("shape [{b}]"), format!("{:?}", r.size())));
         }
         self.pred_with_r(net, x_t, t, r, y)
     }
     /// See [`MeanFlowScore`]; a given `r` is ignored by the reference formula (it uses `r = 0`).
+    /// At `t = 0` the result is infinite, as in the reference (quirk Q12).
     fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, _r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
         let b = check_data(x_t, y)?;
-        check_time(t, b, 0.0, 1.0, false, "the MeanFlow score divides by t (quirk Q12)")?;
+        check_time(t, b, 0.0, 1.0, true, "MeanFlow's path runs from data at t = 0 to noise at t = 1")?;
         let tb = bcast_right(t, x_t.dim())?;
         let one_minus_t = tb.f_neg()?.f_add_scalar(1.0)?;
         Ok(match self.cfg.score {

@@ -9,13 +9,17 @@
 //! - SiT and MeanFlow: the linear path `x_t = (1 - t) x + t n`, noise at `t = 1`, data at `t = 0`.
 //! - EDM: `t` *is* the noise level sigma, `x_t = x + t n`.
 //! - `U[0, 1)` is half-open; losses are per example (the trainer takes their mean).
+//!
+//! Wrappers: [`Repa`] adds REPA's representation-alignment loss to any interface.
 
 mod edm;
 mod meanflow;
+mod repa;
 mod sit;
 
 pub use edm::{Edm, EdmConfig, EdmScore};
 pub use meanflow::{CondDrop, MeanFlow, MeanFlowConfig, MeanFlowScore, NULL_LABEL};
+pub use repa::{Projector, Repa, RepaConfig, RepaLossOutput, PROJECTOR_PREFIX};
 pub use sit::{SiT, SiTConfig};
 
 use serde::Deserialize;

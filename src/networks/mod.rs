@@ -4,10 +4,17 @@
 //! (channel-last, `[B, ..., C]`), time `t` (`[B]`), and the optional
 //! conditioning of [`Cond`]; it gets back the output (shape of `x`) and the
 //! per-block features (`[B, T, hidden]`) that REPA aligns.
+//!
+//! Networks: [`ProbeMlp`] (the tiny golden-case probe) and [`Dit`] (the reference DiT);
+//! [`weights`] loads parameters by reference module path from `.npy` files or `.safetensors`.
 
+mod dit;
 mod probe;
+pub mod weights;
 
+pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LABEL_DROPOUT_STREAM, LN_EPS};
 pub use probe::{ProbeMlp, ProbeMlpConfig};
+pub use weights::Weights;
 
 use tch::Tensor;
 

@@ -9,8 +9,8 @@ use tch::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::jvp::JvpBackend;
 use crate::golden::Case;
-use crate::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, SiT, SiTConfig};
-use crate::networks::{Backbone, ProbeMlp, ProbeMlpConfig};
+use crate::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, RepaConfig, SiT, SiTConfig, PROJECTOR_PREFIX};
+use crate::networks::{Backbone, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
 use crate::rng::Rngs;
 
 /// Keys of a settings block that are metadata, not settings (golden-format.md).
@@ -64,14 +64,70 @@ pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<Box<dyn In
     })
 }
 
-/// Reads every `param.*` file of a case as tensors keyed by path (without the `param.` prefix).
+/// Reads the network's `param.*` files as tensors keyed by path (without the `param.`
+/// prefix). In a case with a `repa` block, `param.projector.*` belong to the REPA projector
+/// ([`projector`]) and are left out.
 pub fn params(case: &Case, device: Device) -> Result<BTreeMap<String, Tensor>> {
+    let repa = case.meta.contains_key("repa");
     let mut out = BTreeMap::new();
     for stem in case.stems("param.") {
+        let path = &stem["param.".len()..];
+        if repa && path.starts_with(PROJECTOR_PREFIX) {
+            continue;
+        }
         let t = case.tensor(&stem, "<f4", None, device)?;
-        out.insert(stem["param.".len()..].to_string(), t);
+        out.insert(path.to_string(), t);
     }
     Ok(out)
+}
+
+/// Reads every `buffer.*` file of a case as tensors keyed by path (without the prefix).
+pub fn buffers(case: &Case, device: Device) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for stem in case.stems("buffer.") {
+        let t = case.tensor(&stem, "<f4", None, device)?;
+        out.insert(stem["buffer.".len()..].to_string(), t);
+    }
+    Ok(out)
+}
+
+/// The `dit` network of a case (settings from `network`, arrays from `param.*` / `buffer.*`).
+pub fn dit(case: &Case, device: Device) -> Result<Dit> {
+    let (ty, s) = typed_block(case, "network")?;
+    if ty != "dit" {
+        return Err(case.error(Some("case.json"), format!("`network.type` is `{ty}` where `dit` is expected")));
+    }
+    let cfg: DitConfig = settings(case, "network", s)?;
+    let (params, buffers) = (params(case, device)?, buffers(case, device)?);
+    Dit::from_params(cfg, params, buffers).map_err(|e| case.error(None, e.to_string()))
+}
+
+/// The REPA settings (`repa` block) and projector (`param.projector.*`) of a case, for
+/// features of width `hidden`.
+pub fn projector(case: &Case, hidden: i64, device: Device) -> Result<(RepaConfig, Projector)> {
+    let s = match case.meta.get("repa") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => return Err(case.error(Some("case.json"), "`repa` missing or not an object")),
+    };
+    let cfg: RepaConfig = settings(case, "repa", s)?;
+    let mut params = BTreeMap::new();
+    for stem in case.stems(&format!("param.{PROJECTOR_PREFIX}")) {
+        params.insert(stem["param.".len()..].to_string(), case.tensor(&stem, "<f4", None, device)?);
+    }
+    let p = Projector::from_params(&cfg, hidden, params).map_err(|e| case.error(None, e.to_string()))?;
+    Ok((cfg, p))
+}
+
+/// The width of the network's features (what a REPA projector takes): `hidden` for
+/// `probe_mlp`, `hidden_size` for `dit`.
+pub fn feature_width(case: &Case) -> Result<i64> {
+    let (ty, s) = typed_block(case, "network")?;
+    let key = match ty.as_str() {
+        "probe_mlp" => "hidden",
+        "dit" => "hidden_size",
+        other => return Err(case.error(Some("case.json"), format!("no known feature width for network `{other}`"))),
+    };
+    s.get(key).and_then(Value::as_i64).ok_or_else(|| case.error(Some("case.json"), format!("`network.{key}` missing or not an integer")))
 }
 
 /// The backbone of a case, built from its files, in train mode.
@@ -84,7 +140,7 @@ pub fn network(case: &Case, device: Device) -> Result<Box<dyn Backbone>> {
             let params = params(case, device)?;
             Ok(Box::new(ProbeMlp::new(cfg, params, freqs).map_err(|e| case.error(None, e.to_string()))?))
         }
-        "dit" => Err(Error::NotImplemented("the DiT backbone".into())),
+        "dit" => Ok(Box::new(dit(case, device)?)),
         other => Err(case.error(
             Some("case.json"),
             Error::Unknown { what: "network".into(), name: other.into(), known: "probe_mlp, dit".into() }.to_string(),

@@ -1,13 +1,19 @@
 //! Replay of kinds `loss` and `grad`: build the network (train mode), the
 //! interface and the streams, call the loss on `in.x` (with `in.y` when given),
 //! and for `grad` backpropagate `mean(loss)` into every `param.*`.
+//!
+//! With a `repa` block the interface is wrapped by [`Repa`] (projector from
+//! `param.projector.*`, target features `in.x_feature`); the outputs are then
+//! `out.loss`, `out.diffusion_loss`, `out.repa_loss` and the gradients of the network's
+//! and the projector's parameters.
 
 use serde::Deserialize;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use super::{build, Computed, ReplayOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::golden::{Array, Case, CaseKind};
+use crate::interfaces::Repa;
 
 #[derive(Debug, Deserialize)]
 struct LossCase {
@@ -20,9 +26,6 @@ struct LossCase {
 pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     let device = opts.device;
     let c: LossCase = case.settings()?;
-    if c.repa.is_some() {
-        return Err(Error::NotImplemented("the REPA wrapper".into()));
-    }
     let iface = build::interface_with(case, opts.jvp)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
@@ -30,26 +33,43 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     let x = case.tensor("in.x", "<f4", Some(&shape), device)?;
     let y = case.opt_tensor("in.y", "<i4", Some(&shape[..1]), device)?;
     net.set_train(true);
-    let o = iface.loss(net.as_ref(), &x, y.as_ref(), &mut rngs)?;
     let mut out = Computed::new();
-    out.insert("out.loss".into(), Array::from_tensor(&o.loss)?);
-    out.insert("out.t".into(), Array::from_tensor(&o.t)?);
-    if let Some(r) = &o.r {
-        out.insert("out.r".into(), Array::from_tensor(r)?);
-    }
-    out.insert("out.n".into(), Array::from_tensor(&o.n)?);
-    out.insert("out.x_t".into(), Array::from_tensor(&o.x_t)?);
-    out.insert("out.target".into(), Array::from_tensor(&o.target)?);
-    out.insert("out.net_out".into(), Array::from_tensor(&o.net_out)?);
+    let mut params = net.parameters();
+    let loss = if c.repa.is_some() {
+        let (cfg, projector) = build::projector(case, build::feature_width(case)?, device)?;
+        let repa = Repa::new(cfg, iface, projector)?;
+        let x_feature = case.tensor("in.x_feature", "<f4", None, device)?;
+        let o = repa.loss(net.as_ref(), &x, &x_feature, y.as_ref(), &mut rngs)?;
+        out.insert("out.diffusion_loss".into(), Array::from_tensor(&o.diffusion_loss)?);
+        out.insert("out.repa_loss".into(), Array::from_tensor(&o.repa_loss)?);
+        params.extend(repa.parameters());
+        o.loss
+    } else {
+        let o = iface.loss(net.as_ref(), &x, y.as_ref(), &mut rngs)?;
+        out.insert("out.t".into(), Array::from_tensor(&o.t)?);
+        if let Some(r) = &o.r {
+            out.insert("out.r".into(), Array::from_tensor(r)?);
+        }
+        out.insert("out.n".into(), Array::from_tensor(&o.n)?);
+        out.insert("out.x_t".into(), Array::from_tensor(&o.x_t)?);
+        out.insert("out.target".into(), Array::from_tensor(&o.target)?);
+        out.insert("out.net_out".into(), Array::from_tensor(&o.net_out)?);
+        o.loss
+    };
+    out.insert("out.loss".into(), Array::from_tensor(&loss)?);
     if case.kind == CaseKind::Grad {
-        o.loss.f_mean(Kind::Float)?.f_backward()?;
-        for (name, p) in net.parameters() {
-            // A parameter the loss does not use (the probe's `Wd` without `dt`) has no
-            // gradient in libtorch; JAX reports zeros, and so do we.
-            let g = p.grad();
-            let g = if g.defined() { g } else { p.f_zeros_like()? };
-            out.insert(format!("grad.{name}"), Array::from_tensor(&g)?);
+        loss.f_mean(Kind::Float)?.f_backward()?;
+        for (name, p) in params {
+            out.insert(format!("grad.{name}"), Array::from_tensor(&grad_or_zeros(&p)?)?);
         }
     }
     Ok(out)
+}
+
+/// A parameter the loss does not use (the probe's `Wd` without `dt`, the DiT's
+/// `gaussian_basis` under stop-gradient) has no gradient in libtorch; JAX reports zeros,
+/// and so do we.
+fn grad_or_zeros(p: &Tensor) -> Result<Tensor> {
+    let g = p.grad();
+    Ok(if g.defined() { g } else { p.f_zeros_like()? })
 }

@@ -1,0 +1,801 @@
+//! `dit`: the reference Diffusion Transformer (Peebles & Xie, "Scalable Diffusion Models
+//! with Transformers", ICCV 2023), as diffuse_nnx's `networks/transformers/dit_nnx.py`
+//! computes it (golden-format.md, "Networks").
+//!
+//! Inputs are channel-last, `x: [B, H, W, C]` with `H = W = input_size`; `t: [B]`.
+//! With patch size `p`, `g = input_size / p`, `T = g^2` tokens, hidden size `D`,
+//! `heads` heads of width `hd = D / heads`, frequency size `F` and `K` classes:
+//!
+//! ```text
+//! x  = conv(x, x_proj, kernel p, stride p, VALID) + x_embedder.pe   # [B, T, D], pe a buffer
+//! temb(s): sinusoidal: [cos(s f), sin(s f)], f_i = exp(-ln(10000) i / (F/2)), i < F/2
+//!          (s is NOT scaled by 1000; odd F appends a zero column);
+//!          continuous: a = (s * gaussian_basis) * float32(2 pi), [sin(a), cos(a)]
+//!          (gaussian_basis [F/2] is a parameter under stop_gradient: its gradient is 0);
+//!          then Linear(F, D) - SiLU - Linear(D, D)
+//! c  = t_embedder(t) + y_embedder(y) (+ dt_embedder(dt) if take_dt, + gw_embedder(gw) if take_gw)
+//!      # y absent: K; dt absent: 0; gw absent: 1. The class table has K+1 rows only when
+//!      # class_dropout_prob > 0. In train mode with enable_dropout and class_dropout_prob != 0,
+//!      # labels are first dropped to K where uniform([B]) from `label_dropout` < class_dropout_prob.
+//! block(x, c): (sh1, sc1, g1, sh2, sc2, g2) = split(Linear(D, 6D)(silu(c)), 6)
+//!      x = x + g1 * attn(LN(x) * (1 + sc1) + sh1)
+//!      x = x + g2 * mlp(LN(x) * (1 + sc2) + sh2)       # mlp: Linear - gelu(tanh) - Linear
+//! final: (sh, sc) = split(Linear(D, 2D)(silu(c)), 2); Linear(D, p*p*C)(LN(x) * (1 + sc) + sh)
+//! unpatchify: each token's p*p*C values are ordered (p, q, C) -> [B, H, W, C]
+//! LN: eps 1e-6, no scale or bias, var = max(0, E[x^2] - E[x]^2), (x - E[x]) * rsqrt(var + eps)
+//! attn: q/k/v = x W + b with kernels [D, heads, hd], biases [heads, hd];
+//!       softmax((q / sqrt(hd)) k^T) v; out kernel [heads, hd, D], bias [D]
+//! ```
+//!
+//! The forward returns the output `[B, H, W, C]` and each block's tokens `[B, T, D]`
+//! (after both residuals), first block first: the features REPA aligns.
+//!
+//! Conventions and quirks:
+//! - The patch embedding is computed as unfold + matmul (the conv kernel `[p, p, C, D]`
+//!   flattened in `(p, q, C)` order), which equals the strided VALID conv.
+//! - A `dt` or `gw` passed to a DiT built without `take_dt` / `take_gw` is ignored, as the
+//!   reference ignores it. (The reference's own default for an absent `dt` / `gw` is a
+//!   `[B, D]` array built after `t` has been replaced by its embedding, a shape bug; this
+//!   crate uses the intended `[B]` zeros / ones, as golden-format.md specifies.)
+//! - Quirk Q10: a label outside the class table (the null class `K` of a DiT built with
+//!   `class_dropout_prob = 0`, or 1000 for `K < 1000`) reads NaN, as `jnp.take`'s fill mode
+//!   does; negative labels in `[-rows, 0)` wrap, as in `jnp.take`.
+//! - Attention runs on the plain math path (matmul + softmax) by default, so that forward-
+//!   mode AD and double backward work (MeanFlow's JVP needs them); [`Attention::Fused`]
+//!   switches to libtorch's `scaled_dot_product_attention` for speed.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use super::weights::{check_names_and_shapes, Weights};
+use super::{Backbone, Cond, NetOutput};
+use crate::error::{Error, Result};
+use crate::rng::Rngs;
+
+/// LayerNorm epsilon of every DiT LayerNorm.
+pub const LN_EPS: f64 = 1e-6;
+
+/// The stream the DiT's label dropout draws from.
+pub const LABEL_DROPOUT_STREAM: &str = "label_dropout";
+
+/// Settings of [`Dit`], with the reference's names. The default is the reference's
+/// DiT-XL/2 on 32x32x4 latents (the DiT paper's ImageNet 256 model): input 32, patch 2,
+/// 4 channels, hidden 1152, depth 28, 16 heads, MLP ratio 4, sinusoidal time embedding of
+/// 256 frequencies, 1000 classes with label dropout 0.1 (enabled), no `dt` / `gw` input.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DitConfig {
+    /// Spatial size `H = W` of the input.
+    pub input_size: i64,
+    /// Patch size `p` (the patch embedding's kernel and stride).
+    pub patch_size: i64,
+    /// Input / output channels `C`.
+    pub in_channels: i64,
+    /// Hidden size `D`.
+    pub hidden_size: i64,
+    /// Number of blocks.
+    pub depth: i64,
+    /// Attention heads (`D` must be a multiple).
+    pub num_heads: i64,
+    /// MLP width as a multiple of `D` (the width is `int(D * mlp_ratio)`).
+    pub mlp_ratio: f64,
+    /// `true`: Gaussian-basis time embedding; `false`: sinusoidal.
+    pub continuous_time_embed: bool,
+    /// Frequency feature size `F` of the time embedders.
+    pub freq_embed_size: i64,
+    /// Number of classes `K` (label `K` is the null class when the table has a null row).
+    pub num_classes: i64,
+    /// Probability of dropping a label to `K` in train mode; `> 0` adds the null row.
+    pub class_dropout_prob: f64,
+    /// Whether label dropout is applied in train mode.
+    pub enable_dropout: bool,
+    /// Whether the network takes an interval length `dt` (MeanFlow).
+    pub take_dt: bool,
+    /// Whether the network takes a guidance weight `gw`.
+    pub take_gw: bool,
+}
+
+impl Default for DitConfig {
+    fn default() -> Self {
+        DitConfig {
+            input_size: 32,
+            patch_size: 2,
+            in_channels: 4,
+            hidden_size: 1152,
+            depth: 28,
+            num_heads: 16,
+            mlp_ratio: 4.0,
+            continuous_time_embed: false,
+            freq_embed_size: 256,
+            num_classes: 1000,
+            class_dropout_prob: 0.1,
+            enable_dropout: true,
+            take_dt: false,
+            take_gw: false,
+        }
+    }
+}
+
+impl DitConfig {
+    /// Returns the settings if they describe a buildable DiT: sizes positive, `input_size` a
+    /// multiple of `patch_size`, `hidden_size` a multiple of `num_heads` and of 4 (the 2-D
+    /// sin-cos table splits it in four), `mlp_ratio` giving a width of at least 1,
+    /// `class_dropout_prob` in `[0, 1]`, and an even `freq_embed_size` for the continuous
+    /// embedding (its features are `[sin, cos]` of `F/2` basis entries).
+    pub fn validated(self) -> Result<DitConfig> {
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks the settings (see [`DitConfig::validated`]).
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("input_size", self.input_size),
+            ("patch_size", self.patch_size),
+            ("in_channels", self.in_channels),
+            ("hidden_size", self.hidden_size),
+            ("depth", self.depth),
+            ("num_heads", self.num_heads),
+            ("freq_embed_size", self.freq_embed_size),
+            ("num_classes", self.num_classes),
+        ] {
+            if v <= 0 {
+                return Err(Error::invalid(name, "a positive size", v));
+            }
+        }
+        if self.input_size % self.patch_size != 0 {
+            return Err(Error::invalid("input_size", format!("a multiple of patch_size {}", self.patch_size), self.input_size));
+        }
+        if self.hidden_size % self.num_heads != 0 {
+            return Err(Error::invalid("hidden_size", format!("a multiple of num_heads {}", self.num_heads), self.hidden_size));
+        }
+        if self.hidden_size % 4 != 0 {
+            return Err(Error::invalid("hidden_size", "a multiple of 4 (the 2-D sin-cos position table)", self.hidden_size));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_hidden() < 1 {
+            return Err(Error::invalid("mlp_ratio", "a finite ratio giving an MLP width of at least 1", self.mlp_ratio));
+        }
+        if !(0.0..=1.0).contains(&self.class_dropout_prob) {
+            return Err(Error::invalid("class_dropout_prob", "a probability in [0, 1]", self.class_dropout_prob));
+        }
+        if self.continuous_time_embed && self.freq_embed_size % 2 != 0 {
+            return Err(Error::invalid("freq_embed_size", "an even size for the continuous time embedding", self.freq_embed_size));
+        }
+        Ok(())
+    }
+
+    /// Tokens per side, `input_size / patch_size`.
+    pub fn grid(&self) -> i64 {
+        self.input_size / self.patch_size
+    }
+
+    /// Number of tokens `T = grid^2`.
+    pub fn tokens(&self) -> i64 {
+        self.grid() * self.grid()
+    }
+
+    /// Head width `D / num_heads`.
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_heads
+    }
+
+    /// MLP width `int(D * mlp_ratio)` (truncation, as Python's `int`).
+    pub fn mlp_hidden(&self) -> i64 {
+        (self.hidden_size as f64 * self.mlp_ratio) as i64
+    }
+
+    /// Rows of the class table: `K + 1` when `class_dropout_prob > 0` (the null row), else `K`.
+    pub fn table_rows(&self) -> i64 {
+        self.num_classes + i64::from(self.class_dropout_prob > 0.0)
+    }
+
+    /// The time-like embedders present: `t_embedder`, then `dt_embedder` and `gw_embedder`
+    /// when taken.
+    pub fn embedders(&self) -> Vec<&'static str> {
+        let mut e = vec!["t_embedder"];
+        if self.take_dt {
+            e.push("dt_embedder");
+        }
+        if self.take_gw {
+            e.push("gw_embedder");
+        }
+        e
+    }
+
+    /// Every trainable parameter's reference path and shape, sorted by path.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        let (p, c, d, f, h) = (self.patch_size, self.in_channels, self.hidden_size, self.freq_embed_size, self.num_heads);
+        let (hd, m) = (self.head_dim(), self.mlp_hidden());
+        let mut s: Vec<(String, Vec<i64>)> = vec![("x_proj.kernel".into(), vec![p, p, c, d]), ("x_proj.bias".into(), vec![d])];
+        for e in self.embedders() {
+            if self.continuous_time_embed {
+                s.push((format!("{e}.gaussian_basis"), vec![f / 2]));
+            }
+            s.push((format!("{e}.mlp.layers.0.kernel"), vec![f, d]));
+            s.push((format!("{e}.mlp.layers.0.bias"), vec![d]));
+            s.push((format!("{e}.mlp.layers.2.kernel"), vec![d, d]));
+            s.push((format!("{e}.mlp.layers.2.bias"), vec![d]));
+        }
+        s.push(("y_embedder.embedding_table.embedding".into(), vec![self.table_rows(), d]));
+        for i in 0..self.depth {
+            let b = format!("blocks.{i}");
+            s.push((format!("{b}.adaLN_mod.layers.1.kernel"), vec![d, 6 * d]));
+            s.push((format!("{b}.adaLN_mod.layers.1.bias"), vec![6 * d]));
+            for q in ["query", "key", "value"] {
+                s.push((format!("{b}.attn.{q}.kernel"), vec![d, h, hd]));
+                s.push((format!("{b}.attn.{q}.bias"), vec![h, hd]));
+            }
+            s.push((format!("{b}.attn.out.kernel"), vec![h, hd, d]));
+            s.push((format!("{b}.attn.out.bias"), vec![d]));
+            s.push((format!("{b}.mlp.linear1.kernel"), vec![d, m]));
+            s.push((format!("{b}.mlp.linear1.bias"), vec![m]));
+            s.push((format!("{b}.mlp.linear2.kernel"), vec![m, d]));
+            s.push((format!("{b}.mlp.linear2.bias"), vec![d]));
+        }
+        s.push(("final_layer.adaLN_mod.layers.1.kernel".into(), vec![d, 2 * d]));
+        s.push(("final_layer.adaLN_mod.layers.1.bias".into(), vec![2 * d]));
+        s.push(("final_layer.linear.kernel".into(), vec![d, p * p * c]));
+        s.push(("final_layer.linear.bias".into(), vec![p * p * c]));
+        s.sort();
+        s
+    }
+
+    /// Every buffer's path and shape: `x_embedder.pe` `[1, T, D]`.
+    pub fn buffer_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        vec![(Dit::BUFFER_NAMES[0].to_string(), vec![1, self.tokens(), self.hidden_size])]
+    }
+
+    /// The number of trainable scalars.
+    pub fn num_parameters(&self) -> i64 {
+        self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<i64>()).sum()
+    }
+}
+
+/// The standard 2-D sin-cos position table of MAE / DiT (`get_2d_sincos_pos_embed`),
+/// `[grid * grid, dim]` row-major in float32, computed as the reference's numpy code does:
+/// for `d = dim / 2` and `omega_i = 1 / 10000^(i / (d / 2))`, `i < d / 2`, token
+/// `(row r, column c)` (index `r * grid + c`) is
+/// `[sin(c omega), cos(c omega), sin(r omega), cos(r omega)]` — the column (x) coordinate
+/// first. `dim` must be a positive multiple of 4.
+pub fn sincos_pos_embed_2d(dim: i64, grid: i64) -> Result<Vec<f32>> {
+    if dim <= 0 || dim % 4 != 0 {
+        return Err(Error::invalid("dim", "a positive multiple of 4", dim));
+    }
+    if grid <= 0 {
+        return Err(Error::invalid("grid", "a positive size", grid));
+    }
+    let d = dim / 2;
+    let q = (d / 2) as usize;
+    // numpy float32: omega = arange(q) ; omega /= d / 2.0 ; omega = 1.0 / 10000 ** omega
+    let omega: Vec<f32> = (0..q).map(|i| 1.0f32 / 10000f32.powf(i as f32 / (d as f32 / 2.0))).collect();
+    let mut out = Vec::with_capacity((grid * grid * dim) as usize);
+    for r in 0..grid {
+        for c in 0..grid {
+            for pos in [c as f32, r as f32] {
+                out.extend(omega.iter().map(|&w| (pos * w).sin()));
+                out.extend(omega.iter().map(|&w| (pos * w).cos()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attention {
+    /// `softmax((q / sqrt(hd)) k^T) v` with plain matmuls: supports double backward and
+    /// forward-mode AD (what MeanFlow's JVP needs). The default.
+    #[default]
+    Math,
+    /// libtorch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels where
+    /// available): faster, same math up to rounding, but its kernels may lack double
+    /// backward or forward-mode AD.
+    Fused,
+}
+
+/// The DiT; parameters are leaf tensors that require gradients.
+#[derive(Debug)]
+pub struct Dit {
+    cfg: DitConfig,
+    params: BTreeMap<String, Tensor>,
+    pe: Tensor,
+    train: Cell<bool>,
+    attention: Cell<Attention>,
+}
+
+impl Dit {
+    /// Paths of the DiT's buffers (not trained, no gradient).
+    pub const BUFFER_NAMES: [&'static str; 1] = ["x_embedder.pe"];
+
+    /// Builds the network from parameters and buffers keyed by reference path (see
+    /// [`DitConfig::parameter_shapes`]; the one buffer is `x_embedder.pe` `[1, T, D]`).
+    /// A missing, extra or mis-shaped array is an [`Error::InvalidArgument`] naming its path.
+    /// Parameters are converted to float32 and made leaves that require gradients. The
+    /// network starts in train mode with [`Attention::Math`].
+    pub fn from_params(cfg: DitConfig, params: BTreeMap<String, Tensor>, buffers: BTreeMap<String, Tensor>) -> Result<Dit> {
+        cfg.validate()?;
+        check_names_and_shapes("parameter", &cfg.parameter_shapes(), &params)?;
+        check_names_and_shapes("buffer", &cfg.buffer_shapes(), &buffers)?;
+        let device = params.get("x_proj.kernel").map(|t| t.device()).unwrap_or(Device::Cpu);
+        let mut out = BTreeMap::new();
+        for (name, p) in params {
+            if p.device() != device {
+                return Err(Error::invalid(format!("parameter {name}"), format!("device {device:?} (that of x_proj.kernel)"), format!("{:?}", p.device())));
+            }
+            out.insert(name, p.f_to_kind(Kind::Float)?.f_detach()?.f_contiguous()?.set_requires_grad(true));
+        }
+        let pe = buffers[Dit::BUFFER_NAMES[0]].f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach()?;
+        Ok(Dit { cfg, params: out, pe, train: Cell::new(true), attention: Cell::new(Attention::Math) })
+    }
+
+    /// Builds the network from [`Weights`] (see [`Dit::from_params`]).
+    pub fn from_weights(cfg: DitConfig, w: Weights) -> Result<Dit> {
+        Dit::from_params(cfg, w.params, w.buffers)
+    }
+
+    /// Loads a directory of `param.<path>.npy` / `buffer.<path>.npy` files onto `device`.
+    pub fn load_npy_dir(cfg: DitConfig, dir: &Path, device: Device) -> Result<Dit> {
+        Dit::from_weights(cfg, Weights::from_npy_dir(dir, device)?)
+    }
+
+    /// Loads one `.safetensors` file onto `device` (keys `param.<path>` / `buffer.<path>`, or
+    /// bare paths, `x_embedder.pe` being the buffer). When the file has no `x_embedder.pe`,
+    /// the table is computed ([`Dit::default_buffers`]), since it is fixed by the settings.
+    pub fn load_safetensors(cfg: DitConfig, path: &Path, device: Device) -> Result<Dit> {
+        let mut w = Weights::from_safetensors(path, &Dit::BUFFER_NAMES, device)?;
+        if w.buffers.is_empty() {
+            w.buffers = Dit::default_buffers(&cfg, device)?;
+        }
+        Dit::from_weights(cfg, w)
+    }
+
+    /// The buffers a fresh model uses: `x_embedder.pe` = [`sincos_pos_embed_2d`]`(D, grid)`
+    /// as `[1, T, D]`.
+    pub fn default_buffers(cfg: &DitConfig, device: Device) -> Result<BTreeMap<String, Tensor>> {
+        cfg.validate()?;
+        let pe = sincos_pos_embed_2d(cfg.hidden_size, cfg.grid())?;
+        let pe = Tensor::f_from_slice(&pe)?.f_reshape([1, cfg.tokens(), cfg.hidden_size])?.f_to_device(device)?;
+        Ok(BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), pe)]))
+    }
+
+    /// A freshly initialised model (torch's global generator seeded with `seed`), with the
+    /// DiT paper's adaLN-Zero initialisation as in its released code: dense, attention and
+    /// patch kernels Xavier-uniform with zero biases; time-embedder MLP kernels and the class
+    /// table `N(0, 0.02^2)`; every adaLN modulation and the final linear layer zero (so the
+    /// model starts as the zero function and each block as the identity); `gaussian_basis`
+    /// `N(0, 1)` (diffuse_nnx's own initialisers are not pinned by any golden case).
+    pub fn init(cfg: DitConfig, seed: i64, device: Device) -> Result<Dit> {
+        cfg.validate()?;
+        tch::manual_seed(seed);
+        let opts = (Kind::Float, device);
+        let mut params = BTreeMap::new();
+        for (name, shape) in cfg.parameter_shapes() {
+            let t = if name.contains("adaLN_mod") || name.starts_with("final_layer.linear") || name.ends_with(".bias") {
+                Tensor::f_zeros(&shape, opts)?
+            } else if name.ends_with("gaussian_basis") {
+                Tensor::f_randn(&shape, opts)?
+            } else if name.ends_with("embedding") || name.contains("_embedder.mlp.") {
+                Tensor::f_randn(&shape, opts)?.f_mul_scalar(0.02)?
+            } else {
+                // Xavier uniform on the kernel seen as a matrix [fan_in, fan_out].
+                let (fan_in, fan_out): (i64, i64) = if name.ends_with("attn.out.kernel") {
+                    (shape[0] * shape[1], shape[2])
+                } else if name.contains(".attn.") {
+                    (shape[0], shape[1] * shape[2])
+                } else {
+                    (shape[..shape.len() - 1].iter().product(), shape[shape.len() - 1])
+                };
+                let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                Tensor::f_rand(&shape, opts)?.f_mul_scalar(2.0 * a)?.f_sub_scalar(a)?
+            };
+            params.insert(name, t);
+        }
+        Dit::from_params(cfg.clone(), params, Dit::default_buffers(&cfg, device)?)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DitConfig {
+        &self.cfg
+    }
+
+    /// The position table `x_embedder.pe` `[1, T, D]`.
+    pub fn pos_embed(&self) -> &Tensor {
+        &self.pe
+    }
+
+    /// How attention is computed now.
+    pub fn attention(&self) -> Attention {
+        self.attention.get()
+    }
+
+    /// Switches the attention implementation (see [`Attention`]).
+    pub fn set_attention(&self, a: Attention) {
+        self.attention.set(a);
+    }
+
+    /// The parameters and buffers, e.g. to save them with [`Weights::write_safetensors`].
+    pub fn weights(&self) -> Weights {
+        Weights {
+            params: self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect(),
+            buffers: BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), self.pe.shallow_clone())]),
+        }
+    }
+
+    fn p(&self, name: &str) -> Result<&Tensor> {
+        self.params.get(name).ok_or_else(|| Error::invalid("parameter", "a parameter of this configuration", name))
+    }
+
+    /// `x @ kernel + bias` over the last axis.
+    fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_matmul(self.p(&format!("{prefix}.kernel"))?)?.f_add(self.p(&format!("{prefix}.bias"))?)?)
+    }
+
+    /// The time-like embedder `prefix` applied to `s` `[B]`.
+    fn time_embed(&self, prefix: &str, s: &Tensor) -> Result<Tensor> {
+        let f = self.cfg.freq_embed_size;
+        let half = f / 2;
+        let s = s.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?;
+        let feats = if self.cfg.continuous_time_embed {
+            let basis = self.p(&format!("{prefix}.gaussian_basis"))?.f_detach()?.f_unsqueeze(0)?;
+            let two_pi = (2.0 * std::f32::consts::PI) as f64;
+            let a = s.f_mul(&basis)?.f_mul_scalar(two_pi)?;
+            Tensor::f_cat(&[a.f_sin()?, a.f_cos()?], -1)?
+        } else {
+            // freqs = exp((-ln(10000) * arange(half)) / half), float32 as the reference.
+            let ln = (10000f32).ln() as f64;
+            let freqs = Tensor::f_arange(half, (Kind::Float, s.device()))?.f_mul_scalar(-ln)?.f_div_scalar(half as f64)?.f_exp()?;
+            let a = s.f_mul(&freqs.f_unsqueeze(0)?)?;
+            let mut parts = vec![a.f_cos()?, a.f_sin()?];
+            if f % 2 == 1 {
+                parts.push(Tensor::f_zeros([a.size()[0], 1], (Kind::Float, s.device()))?);
+            }
+            Tensor::f_cat(&parts, -1)?
+        };
+        let h = self.linear(&format!("{prefix}.mlp.layers.0"), &feats)?.f_silu()?;
+        self.linear(&format!("{prefix}.mlp.layers.2"), &h)
+    }
+
+    /// Class embedding with `jnp.take`'s fill semantics: labels in `[-rows, rows)` are looked
+    /// up (negative ones wrap), others read NaN (quirk Q10).
+    fn class_embed(&self, y: &Tensor) -> Result<Tensor> {
+        let table = self.p("y_embedder.embedding_table.embedding")?;
+        let rows = self.cfg.table_rows();
+        let inside = y.f_ge(-rows)?.f_logical_and(&y.f_lt(rows)?)?;
+        let idx = y.f_remainder(rows)?.f_where_self(&inside, &y.f_zeros_like()?)?;
+        let e = table.f_index_select(0, &idx)?;
+        let nan = Tensor::f_full([1], f64::NAN, (Kind::Float, e.device()))?;
+        Ok(e.f_where_self(&inside.f_unsqueeze(-1)?, &nan)?)
+    }
+
+    fn attn(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (d, h, hd) = (self.cfg.hidden_size, self.cfg.num_heads, self.cfg.head_dim());
+        let proj = |name: &str| -> Result<Tensor> {
+            let k = self.p(&format!("{prefix}.{name}.kernel"))?.f_reshape([d, h * hd])?;
+            let bias = self.p(&format!("{prefix}.{name}.bias"))?.f_reshape([h * hd])?;
+            // [B, T, H*hd] -> [B, H, T, hd]
+            Ok(x.f_matmul(&k)?.f_add(&bias)?.f_reshape([b, t, h, hd])?.f_transpose(1, 2)?)
+        };
+        let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
+        let sqrt_hd = (hd as f32).sqrt() as f64;
+        let o = match self.attention.get() {
+            Attention::Math => {
+                let w = q.f_div_scalar(sqrt_hd)?.f_matmul(&k.f_transpose(-2, -1)?)?.f_softmax(-1, Kind::Float)?;
+                w.f_matmul(&v)?
+            }
+            Attention::Fused => Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, 1.0 / sqrt_hd, false)?,
+        };
+        let o = o.f_transpose(1, 2)?.f_reshape([b, t, h * hd])?;
+        let wo = self.p(&format!("{prefix}.out.kernel"))?.f_reshape([h * hd, d])?;
+        Ok(o.f_matmul(&wo)?.f_add(self.p(&format!("{prefix}.out.bias"))?)?)
+    }
+
+    fn mlp(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+        let h = self.linear(&format!("{prefix}.linear1"), x)?.f_gelu("tanh")?;
+        self.linear(&format!("{prefix}.linear2"), &h)
+    }
+
+    fn block(&self, i: i64, x: &Tensor, silu_c: &Tensor) -> Result<Tensor> {
+        let pre = format!("blocks.{i}");
+        let m = self.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(6, -1)?;
+        let a = self.attn(&format!("{pre}.attn"), &modulate(&layer_norm(x)?, &m[0], &m[1])?)?;
+        let x = x.f_add(&m[2].f_unsqueeze(1)?.f_mul(&a)?)?;
+        let h = self.mlp(&format!("{pre}.mlp"), &modulate(&layer_norm(&x)?, &m[3], &m[4])?)?;
+        Ok(x.f_add(&m[5].f_unsqueeze(1)?.f_mul(&h)?)?)
+    }
+
+    fn check_vec(&self, name: &str, v: &Tensor, b: i64, device: Device) -> Result<()> {
+        if v.size() != [b] {
+            return Err(Error::invalid(name, format!("shape [{b}]"), format!("{:?}", v.size())));
+        }
+        if v.device() != device {
+            return Err(Error::invalid(name, format!("device {device:?} (that of x)"), format!("{:?}", v.device())));
+        }
+        Ok(())
+    }
+
+    /// The labels after label dropout (train mode, `enable_dropout`, `class_dropout_prob != 0`):
+    /// `where(uniform([B]) < class_dropout_prob, K, y)`, the uniform drawn from `label_dropout`.
+    fn drop_labels(&self, y: Tensor, rngs: Option<&mut Rngs>) -> Result<Tensor> {
+        let p = self.cfg.class_dropout_prob;
+        if !(self.cfg.enable_dropout && self.train.get() && p != 0.0) {
+            return Ok(y);
+        }
+        let rngs = rngs.ok_or_else(|| {
+            Error::invalid("rngs", "random streams (the DiT draws label dropout in train mode with enable_dropout)", "none")
+        })?;
+        let b = y.size()[0];
+        let u = rngs.uniform(LABEL_DROPOUT_STREAM, &[b], 0.0, 1.0, y.device())?;
+        // JAX compares float32 draws with the float32 probability.
+        let drop = u.f_lt((p as f32) as f64)?;
+        Ok(y.f_masked_fill(&drop, self.cfg.num_classes)?)
+    }
+}
+
+/// LayerNorm over the last axis without scale or bias, as Flax's fast variance:
+/// `var = max(0, E[x^2] - E[x]^2)`, `(x - E[x]) * rsqrt(var + 1e-6)`.
+fn layer_norm(x: &Tensor) -> Result<Tensor> {
+    let mu = x.f_mean_dim(-1, true, Kind::Float)?;
+    let mu2 = x.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
+    let var = mu2.f_sub(&mu.f_square()?)?.f_clamp_min(0.0)?;
+    Ok(x.f_sub(&mu)?.f_mul(&var.f_add_scalar(LN_EPS)?.f_rsqrt()?)?)
+}
+
+/// `x * (1 + scale[:, None]) + shift[:, None]`.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    Ok(x.f_mul(&scale.f_unsqueeze(1)?.f_add_scalar(1.0)?)?.f_add(&shift.f_unsqueeze(1)?)?)
+}
+
+impl Backbone for Dit {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, rngs: Option<&mut Rngs>) -> Result<NetOutput> {
+        let cfg = &self.cfg;
+        let (s, c, p, d) = (cfg.input_size, cfg.in_channels, cfg.patch_size, cfg.hidden_size);
+        let xs = x.size();
+        if xs.len() != 4 || xs[1] != s || xs[2] != s || xs[3] != c || xs[0] < 1 {
+            return Err(Error::invalid("x", format!("shape [B, {s}, {s}, {c}] with B >= 1"), format!("{xs:?}")));
+        }
+        if x.kind() != Kind::Float {
+            return Err(Error::invalid("x", "dtype float32", format!("{:?}", x.kind())));
+        }
+        let (b, dev) = (xs[0], self.pe.device());
+        if x.device() != dev {
+            return Err(Error::invalid("x", format!("device {dev:?} (that of the parameters)"), format!("{:?}", x.device())));
+        }
+        self.check_vec("t", t, b, dev)?;
+        let (g, tok) = (cfg.grid(), cfg.tokens());
+
+        // Patch embedding: [B, g, p, g, p, C] -> [B, g, g, p, p, C] -> [B, T, p*p*C] @ [p*p*C, D].
+        let patches = x.f_reshape([b, g, p, g, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, tok, p * p * c])?;
+        let wx = self.p("x_proj.kernel")?.f_reshape([p * p * c, d])?;
+        let mut h = patches.f_matmul(&wx)?.f_add(self.p("x_proj.bias")?)?.f_add(&self.pe)?;
+
+        let mut cvec = self.time_embed("t_embedder", t)?;
+        let y = match cond.y {
+            Some(y) => {
+                self.check_vec("y", y, b, dev)?;
+                if y.is_floating_point() || y.kind() == Kind::Bool {
+                    return Err(Error::invalid("y", "integer class labels", format!("{:?}", y.kind())));
+                }
+                y.f_to_kind(Kind::Int64)?
+            }
+            None => Tensor::f_full([b], cfg.num_classes, (Kind::Int64, dev))?,
+        };
+        let y = self.drop_labels(y, rngs)?;
+        cvec = cvec.f_add(&self.class_embed(&y)?)?;
+        if cfg.take_dt {
+            let dt = match cond.dt {
+                Some(dt) => {
+                    self.check_vec("dt", dt, b, dev)?;
+                    dt.shallow_clone()
+                }
+                None => Tensor::f_zeros([b], (Kind::Float, dev))?,
+            };
+            cvec = cvec.f_add(&self.time_embed("dt_embedder", &dt)?)?;
+        }
+        if cfg.take_gw {
+            let gw = match cond.gw {
+                Some(gw) => {
+                    self.check_vec("gw", gw, b, dev)?;
+                    gw.shallow_clone()
+                }
+                None => Tensor::f_ones([b], (Kind::Float, dev))?,
+            };
+            cvec = cvec.f_add(&self.time_embed("gw_embedder", &gw)?)?;
+        }
+        let silu_c = cvec.f_silu()?;
+
+        let mut features = Vec::with_capacity(cfg.depth as usize);
+        for i in 0..cfg.depth {
+            h = self.block(i, &h, &silu_c)?;
+            features.push(h.shallow_clone());
+        }
+
+        let m = self.linear("final_layer.adaLN_mod.layers.1", &silu_c)?.f_chunk(2, -1)?;
+        let o = self.linear("final_layer.linear", &modulate(&layer_norm(&h)?, &m[0], &m[1])?)?;
+        // Unpatchify: [B, g, g, p, p, C] -> [B, g, p, g, p, C] -> [B, H, W, C].
+        let out = o.f_reshape([b, g, g, p, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, s, s, c])?;
+        Ok(NetOutput { out, features })
+    }
+
+    fn set_train(&self, train: bool) {
+        self.train.set(train);
+    }
+
+    fn is_train(&self) -> bool {
+        self.train.get()
+    }
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> DitConfig {
+        DitConfig {
+            input_size: 4,
+            patch_size: 2,
+            in_channels: 3,
+            hidden_size: 8,
+            depth: 2,
+            num_heads: 2,
+            mlp_ratio: 1.5,
+            freq_embed_size: 6,
+            num_classes: 5,
+            ..DitConfig::default()
+        }
+    }
+
+    fn weights(cfg: &DitConfig) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
+        let d = Dit::init(cfg.clone(), 0, Device::Cpu).unwrap();
+        let w = d.weights();
+        (w.params.into_iter().map(|(k, v)| (k, v.detach().copy())).collect(), w.buffers)
+    }
+
+    #[test]
+    fn from_params_names_missing_extra_and_misshaped_parameters() {
+        let cfg = tiny();
+        let (params, buffers) = weights(&cfg);
+
+        let mut p = params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect::<BTreeMap<_, _>>();
+        p.remove("blocks.1.attn.key.bias");
+        let e = Dit::from_params(cfg.clone(), p, buffers.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "parameter blocks.1.attn.key.bias"), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+
+        let mut p = params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect::<BTreeMap<_, _>>();
+        p.insert("blocks.2.attn.key.bias".into(), Tensor::zeros([2, 4], (Kind::Float, Device::Cpu)));
+        let e = Dit::from_params(cfg.clone(), p, buffers.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "parameter blocks.2.attn.key.bias"), "{e}");
+        assert!(e.to_string().contains("extra"), "{e}");
+
+        let mut p = params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect::<BTreeMap<_, _>>();
+        p.insert("x_proj.kernel".into(), Tensor::zeros([2, 2, 8, 3], (Kind::Float, Device::Cpu)));
+        let e = Dit::from_params(cfg.clone(), p, buffers.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "parameter x_proj.kernel"), "{e}");
+        assert!(e.to_string().contains("[2, 2, 3, 8]"), "{e}");
+
+        let e = Dit::from_params(cfg.clone(), params, BTreeMap::new()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "buffer x_embedder.pe"), "{e}");
+    }
+
+    #[test]
+    fn npy_dir_and_safetensors_round_trip_and_refuse_bad_files() {
+        let cfg = tiny();
+        let dit = Dit::init(cfg.clone(), 3, Device::Cpu).unwrap();
+        let dir = std::env::temp_dir().join(format!("diffuse-spec-dit-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // safetensors round trip
+        let st = dir.join("w.safetensors");
+        dit.weights().write_safetensors(&st).unwrap();
+        let back = Dit::load_safetensors(cfg.clone(), &st, Device::Cpu).unwrap();
+        for ((k1, v1), (k2, v2)) in dit.parameters().iter().zip(back.parameters()) {
+            assert_eq!(k1, &k2);
+            assert!(v1.equal(&v2), "{k1}");
+        }
+        // a safetensors file with a parameter missing is refused, naming it
+        let mut w = dit.weights();
+        w.params.remove("final_layer.linear.bias");
+        w.write_safetensors(&st).unwrap();
+        let e = Dit::load_safetensors(cfg.clone(), &st, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("parameter final_layer.linear.bias") && e.contains("missing"), "{e}");
+        // npy directory: write the arrays, read them back, then break one shape
+        let write = |name: &str, t: &Tensor| {
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            let v = Vec::<f32>::try_from(&t.detach().reshape([-1])).unwrap();
+            crate::golden::Array::f32(shape, v).unwrap().write_npy(&dir.join(format!("{name}.npy"))).unwrap();
+        };
+        for (k, v) in dit.parameters() {
+            write(&format!("param.{k}"), &v);
+        }
+        write("buffer.x_embedder.pe", dit.pos_embed());
+        write("in.x", &Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+        let back = Dit::load_npy_dir(cfg.clone(), &dir, Device::Cpu).unwrap();
+        assert!(back.pos_embed().equal(dit.pos_embed()));
+        write("param.blocks.0.mlp.linear1.bias", &Tensor::zeros([13], (Kind::Float, Device::Cpu)));
+        let e = Dit::load_npy_dir(cfg.clone(), &dir, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("parameter blocks.0.mlp.linear1.bias") && e.contains("[13]"), "{e}");
+        write("param.blocks.0.mlp.linear1.bias", &Tensor::zeros([12], (Kind::Float, Device::Cpu)));
+        write("param.blocks.0.mlp.extra", &Tensor::zeros([12], (Kind::Float, Device::Cpu)));
+        let e = Dit::load_npy_dir(cfg, &dir, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("parameter blocks.0.mlp.extra") && e.contains("extra"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_validation_and_defaults() {
+        let d = DitConfig::default();
+        assert_eq!((d.hidden_size, d.depth, d.num_heads, d.patch_size, d.input_size), (1152, 28, 16, 2, 32));
+        // DiT-XL/2 has about 675M parameters.
+        let n = d.num_parameters();
+        assert!((670_000_000..680_000_000).contains(&n), "{n}");
+        assert!(DitConfig { hidden_size: 30, num_heads: 3, ..tiny() }.validated().is_err());
+        assert!(DitConfig { input_size: 5, ..tiny() }.validated().is_err());
+        assert!(DitConfig { class_dropout_prob: 1.5, ..tiny() }.validated().is_err());
+        assert!(DitConfig { continuous_time_embed: true, freq_embed_size: 5, ..tiny() }.validated().is_err());
+        let e: std::result::Result<DitConfig, _> = serde_json::from_str(r#"{"hidden": 3}"#);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn forward_shapes_dropout_draws_and_math_equals_fused_attention() {
+        let cfg = DitConfig { class_dropout_prob: 0.5, take_dt: true, ..tiny() };
+        let (mut params, buffers) = weights(&cfg);
+        // non-zero gates so that every block matters
+        for (k, v) in params.iter_mut() {
+            if k.contains("adaLN") || k.starts_with("final_layer") {
+                *v = v.randn_like() * 0.1;
+            }
+        }
+        let dit = Dit::from_params(cfg.clone(), params, buffers).unwrap();
+        let x = Tensor::randn([3, 4, 4, 3], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0.1f32, 0.5, 0.9]);
+        let y = Tensor::from_slice(&[0i64, 4, 5]);
+        // train mode with dropout draws one count of label_dropout, and needs streams
+        assert!(dit.forward(&x, &t, Cond::labels(Some(&y)), None).is_err());
+        let mut rngs = Rngs::new(&[("label_dropout", 1)]).unwrap();
+        let o = dit.forward(&x, &t, Cond::labels(Some(&y)), Some(&mut rngs)).unwrap();
+        assert_eq!(rngs.counter("label_dropout").unwrap(), 1);
+        assert_eq!(o.out.size(), [3, 4, 4, 3]);
+        assert_eq!(o.features.len(), 2);
+        assert_eq!(o.features[1].size(), [3, 4, 8]);
+        dit.set_train(false);
+        let a = dit.forward(&x, &t, Cond::labels(Some(&y)), None).unwrap().out;
+        dit.set_attention(Attention::Fused);
+        let f = dit.forward(&x, &t, Cond::labels(Some(&y)), None).unwrap().out;
+        assert!(a.allclose(&f, 1e-5, 1e-6, false));
+        // Q10: a label past the table reads NaN, only for that example
+        let cfg0 = DitConfig { class_dropout_prob: 0.0, ..tiny() };
+        let (p0, b0) = weights(&cfg0);
+        let d0 = Dit::from_params(cfg0, p0, b0).unwrap();
+        let o = d0.forward(&x, &t, Cond::labels(Some(&Tensor::from_slice(&[0i64, 5, -1]))), None).unwrap().out;
+        let nan = o.isnan().any_dim(-1, false).any_dim(-1, false).any_dim(-1, false);
+        assert_eq!(Vec::<bool>::try_from(&nan).unwrap(), vec![false, true, false]);
+    }
+
+    #[test]
+    fn math_attention_supports_double_backward() {
+        let cfg = tiny();
+        let (mut params, buffers) = weights(&cfg);
+        for (k, v) in params.iter_mut() {
+            if k.contains("adaLN") || k.starts_with("final_layer") {
+                *v = v.randn_like() * 0.1;
+            }
+        }
+        let dit = Dit::from_params(cfg, params, buffers).unwrap();
+        dit.set_train(false);
+        let x = Tensor::randn([2, 4, 4, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let t = Tensor::from_slice(&[0.2f32, 0.7]);
+        let o = dit.forward(&x, &t, Cond::default(), None).unwrap().out;
+        let g = Tensor::run_backward(&[o.square().sum(Kind::Float)], &[&x], true, true).pop().unwrap();
+        let gg = Tensor::run_backward(&[g.square().sum(Kind::Float)], &[&x], false, false).pop().unwrap();
+        assert!(gg.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+}
