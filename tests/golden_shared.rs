@@ -5,7 +5,7 @@
 mod common;
 
 /// Cases whose math is not in the crate yet (each later issue shrinks this list).
-const NOT_YET: &[&str] = &["meanflow_", "pred_mean_flow", "eulerjump_", "dit_forward", "sit_dit_", "repa_", "euler_", "heun_", "em_"];
+const NOT_YET: &[&str] = &["meanflow_", "pred_mean_flow", "eulerjump_", "dit_forward", "sit_dit_", "repa_"];
 
 #[test]
 fn shared_golden_cases_replay_without_failure() {

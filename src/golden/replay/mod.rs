@@ -18,6 +18,7 @@ pub mod coefficients;
 mod loss;
 mod pred;
 mod rng;
+mod sampler;
 
 /// Computed outputs by file stem (`out.loss`, `grad.W1`, ...).
 pub type Computed = BTreeMap<String, Array>;
@@ -29,7 +30,7 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
         CaseKind::Coefficients => coefficients::run(case, device),
         CaseKind::Loss | CaseKind::Grad => loss::run(case, device),
         CaseKind::Pred => pred::run(case, device),
-        CaseKind::Sampler => not_yet(case),
+        CaseKind::Sampler => sampler::run(case, device),
         CaseKind::Network => not_yet(case),
     }
     .map_err(|e| match e {
