@@ -6,7 +6,8 @@
 //!
 //! Layout (see `../shared/architecture.md`): the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
-//! networks), [`interfaces`] (one file per interface) — and the golden harness
+//! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
+//! one file per sampler) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
 //! `diffuse-spec` CLI drives. A user who trains with the crate never touches `golden`.
 //!
@@ -23,5 +24,6 @@ pub mod interfaces;
 pub mod jvp;
 pub mod networks;
 pub mod rng;
+pub mod samplers;
 
 pub use error::{Error, Result};

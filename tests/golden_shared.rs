@@ -5,7 +5,7 @@
 mod common;
 
 /// Cases whose math is not in the crate yet (each later issue shrinks this list).
-const NOT_YET: &[&str] = &["meanflow_dit_", "eulerjump_", "dit_forward", "sit_dit_", "repa_", "euler_", "heun_", "em_"];
+const NOT_YET: &[&str] = &[];
 
 #[test]
 fn shared_golden_cases_replay_without_failure() {

@@ -33,6 +33,9 @@ IFACES = ("sit", "edm")
 REFUSED = [
     ({"type": "euler-maruyama", "diffusion_coeff": "constant"},
      "Q13: the constant coefficient returns a Python float; bcast_right(float, score) raises AttributeError"),
+    ({"type": "euler-maruyama", "diffusion_coeff": "linear_kl", "sampling_time_kwargs": {"t_start": 1.0}},
+     "Q5: w(1) = 1/(1-1) is infinite, so the reference's sample is NaN; the crate refuses this "
+     "sampler at construction instead (tests/sampler_quirks.rs), so no fixture records the NaN"),
 ]
 
 
@@ -121,10 +124,6 @@ def fixture_cases() -> list[Case]:
                                         "sampling_time_dist": "uniform",
                                         "sampling_time_kwargs": {"t_start": 0.95, "t_end": 0.05}},
               SIT, 7, 1.0, s, y, 409, description="default coefficient linear_kl, norm 1"),
-        _case("smp_em_sit_6_linearkl_tstart1_q5", {"type": "euler-maruyama", "num_sampling_steps": 6,
-                                                   "sampling_time_dist": "uniform",
-                                                   "diffusion_coeff": "linear_kl"},
-              SIT, 7, 1.0, s, y, 410, description="Q5: w(1) is infinite: the sample is NaN"),
         _case("smp_em_sit_9_linear_cfg2_q6", {"type": "euler-maruyama", "num_sampling_steps": 9,
                                               "sampling_time_dist": "uniform", "diffusion_coeff": "linear",
                                               "diffusion_coeff_norm": 0.7,

@@ -20,6 +20,7 @@ mod loss;
 mod network;
 mod pred;
 mod rng;
+mod sampler;
 
 /// Computed outputs by file stem (`out.loss`, `grad.W1`, ...).
 pub type Computed = BTreeMap<String, Array>;
@@ -49,17 +50,13 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
         CaseKind::Coefficients => coefficients::run(case, device),
         CaseKind::Loss | CaseKind::Grad => loss::run(case, opts),
         CaseKind::Pred => pred::run(case, device),
-        CaseKind::Sampler => not_yet(case),
+        CaseKind::Sampler => sampler::run(case, device),
         CaseKind::Network => network::run(case, device),
     }
     .map_err(|e| match e {
         Error::Case { .. } | Error::NotImplemented(_) => e,
         other => case.error(None, other.to_string()),
     })
-}
-
-fn not_yet(case: &Case) -> Result<Computed> {
-    Err(Error::NotImplemented(format!("replay of kind `{}`", case.kind)))
 }
 
 /// Whether a computed output must have an expected file in the case. Every output is

@@ -1,0 +1,361 @@
+//! Samplers: integrate an interface's `pred` from noise to data over a time grid.
+//!
+//! The reference (`samplers/samplers.py` of diffuse_nnx) splits a sampler into a time grid,
+//! one integration step (`forward`), a last step and the loop; so does this module:
+//!
+//! - [`TimeGrid`] ([`grid`]): `uniform` (SiT / MeanFlow time, noise at `t = 1`) or `exp`
+//!   (EDM, where `t` is the noise level sigma).
+//! - [`Sampler`]: `forward` (one step `t_curr -> t_next`), `last_step` and [`Sampler::sample`],
+//!   the loop: `grid = sample_t(num_sampling_steps + 1)`, `x = x * grid[0]`, `forward` over
+//!   every consecutive pair but the last, `last_step` on the last pair.
+//! - One file per sampler: [`Euler`], [`Heun`], [`EulerMaruyama`], [`EulerJump`].
+//!
+//! **Guidance** (classifier-free, Ho & Salimans 2022): with a guidance scale `w != 1`, each
+//! slope `d` of the conditional model is blended with the guidance model's slope `g`, computed
+//! with every label replaced by the null class 1000: `d = g + w (d - g)`. The guidance model is
+//! the sampling model unless another is given. With `w == 1` the guidance model is never
+//! called. Euler-Maruyama blends its drift (not the tangent alone); Euler-jump ignores
+//! guidance (quirk Q14).
+//!
+//! **Faithful by default.** Where the reference departs from the math, the default reproduces
+//! it and a named option corrects it: [`HeunVariant`] (Q1), [`LastStepLabels`] (Q6),
+//! [`ConstantCoeff`] (Q13), [`JumpGuidance`] (Q14). Where the reference produces NaN (Q5:
+//! `linear_kl` at `t = 1`) this crate refuses with an error instead.
+//!
+//! **Devices and gradients.** Everything runs on the device of the initial `x` (grid values
+//! are float32 host scalars, the noise of Euler-Maruyama is drawn on the host and copied, so
+//! CPU and CUDA sample the same numbers). Sampling records the autograd graph when the
+//! network's parameters require gradients: wrap calls in `tch::no_grad` for inference.
+
+mod euler;
+mod euler_jump;
+mod euler_maruyama;
+pub mod grid;
+mod heun;
+
+pub use euler::Euler;
+pub use euler_jump::{EulerJump, EulerJumpOptions, JumpGuidance};
+pub use euler_maruyama::{ConstantCoeff, DiffusionCoeff, EulerMaruyama, EulerMaruyamaOptions, LastStepLabels};
+pub use grid::{ExpGrid, GridKind, GridKwargs, TimeGrid, UniformGrid};
+pub use heun::{Heun, HeunOptions, HeunVariant};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::interfaces::{check_data, Interface};
+use crate::networks::Backbone;
+use crate::rng::Rngs;
+
+/// The null class that replaces every label in the guidance model's pass (hard-coded in the
+/// reference, quirk Q10).
+pub const NULL_CLASS: i64 = 1000;
+
+/// The most sampling steps accepted (grids are host vectors; this keeps them small).
+pub const MAX_SAMPLING_STEPS: i64 = (grid::MAX_GRID_POINTS as i64) - 3;
+
+/// An interface applied to a backbone: what the reference calls `net` in a sampler
+/// (`net.pred(x, t, ...)`, `net.score(x, t, ...)`).
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    /// The interface whose `pred` (and `score`) the sampler integrates.
+    pub interface: &'a dyn Interface,
+    /// The backbone the interface calls.
+    pub net: &'a dyn Backbone,
+}
+
+impl std::fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("interface", &self.interface.name()).finish_non_exhaustive()
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Pairs an interface with a backbone.
+    pub fn new(interface: &'a dyn Interface, net: &'a dyn Backbone) -> Self {
+        Model { interface, net }
+    }
+
+    /// `interface.pred(net, x, t, r, y)`.
+    pub fn pred(&self, x: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
+        self.interface.pred(self.net, x, t, r, y)
+    }
+
+    /// `interface.score(net, x, t, None, y)`.
+    pub fn score(&self, x: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        self.interface.score(self.net, x, t, None, y)
+    }
+}
+
+/// What stays fixed over one sampling run: the model, the guidance model and scale, the labels.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleArgs<'a> {
+    /// The (conditional) model.
+    pub model: Model<'a>,
+    /// The guidance model; `None` means `model` itself (the reference's `g_net = net`).
+    pub g_model: Option<Model<'a>>,
+    /// The guidance scale `w` (`1`: no guidance, the guidance model is not called).
+    pub guidance_scale: f64,
+    /// Class labels `[B]`, or `None` for the null class.
+    pub y: Option<&'a Tensor>,
+}
+
+impl<'a> SampleArgs<'a> {
+    /// Bundles the arguments; errors unless `guidance_scale` is finite.
+    pub fn new(model: Model<'a>, g_model: Option<Model<'a>>, guidance_scale: f64, y: Option<&'a Tensor>) -> Result<Self> {
+        if !guidance_scale.is_finite() {
+            return Err(Error::invalid("guidance_scale", "a finite scale", guidance_scale));
+        }
+        Ok(SampleArgs { model, g_model, guidance_scale, y })
+    }
+
+    /// Whether guidance is off (`w == 1`, the reference's `nnx.cond(guidance_scale == 1., ...)`).
+    pub fn unguided(&self) -> bool {
+        self.guidance_scale == 1.0
+    }
+
+    /// The guidance model (`model` when none was given).
+    pub fn guide(&self) -> Model<'a> {
+        self.g_model.unwrap_or(self.model)
+    }
+
+    /// The labels of the guidance pass: every label replaced by [`NULL_CLASS`]; absent labels
+    /// stay absent (the backbone reads absent labels as the null class).
+    pub fn null_labels(&self) -> Result<Option<Tensor>> {
+        self.y.map(|y| Ok(y.f_full_like(NULL_CLASS)?)).transpose()
+    }
+
+    /// Classifier-free guidance of a conditional slope `d`: `g + w (d - g)`, where `g` is
+    /// computed by `slope` on the guidance model with the given labels. Returns `d` itself
+    /// (without calling the guidance model) when unguided.
+    pub fn blend(&self, d: &Tensor, guide_labels: Option<&Tensor>, slope: impl FnOnce(Model<'a>, Option<&Tensor>) -> Result<Tensor>) -> Result<Tensor> {
+        if self.unguided() {
+            return Ok(d.shallow_clone());
+        }
+        let g = slope(self.guide(), guide_labels)?;
+        Ok(g.f_add(&d.f_sub(&g)?.f_mul_scalar(self.guidance_scale)?)?)
+    }
+}
+
+/// A `[B]` float32 vector filled with the grid time `t`, on the device of `x` (the reference's
+/// `expand_right(t, x) = ones([B]) * t`).
+pub fn expand_time(t: f32, x: &Tensor) -> Result<Tensor> {
+    let b = *x.size().first().ok_or_else(|| Error::invalid("x", "shape [B, ...]", "a scalar"))?;
+    Ok(Tensor::f_full([b], t as f64, (Kind::Float, x.device()))?)
+}
+
+/// `x + d (t_next - t_curr)`: one explicit step with slope `d` (the step size computed in
+/// float32, as the reference does).
+pub fn euler_update(x: &Tensor, d: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
+    Ok(x.f_add(&d.f_mul_scalar((t_next - t_curr) as f64)?)?)
+}
+
+/// Settings shared by every sampler (the reference's `Samplers.__init__`).
+///
+/// `num_sampling_steps` and `sampling_time_dist` have no reference default and are required;
+/// `sampling_time_kwargs` defaults to `{}` (every key at its grid's default).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Number of steps asked for; the grid has `num_sampling_steps + 1` points (`+ 2` for
+    /// `exp`, quirk Q4). At least 1.
+    pub num_sampling_steps: i64,
+    /// `uniform` or `exp`.
+    pub sampling_time_dist: GridKind,
+    /// The grid's settings (see [`GridKwargs`]).
+    #[serde(default)]
+    pub sampling_time_kwargs: GridKwargs,
+}
+
+impl SamplerConfig {
+    /// `num_sampling_steps` on the given grid kind with default settings.
+    pub fn new(num_sampling_steps: i64, sampling_time_dist: GridKind) -> Self {
+        SamplerConfig { num_sampling_steps, sampling_time_dist, sampling_time_kwargs: GridKwargs::default() }
+    }
+
+    /// Validates the step count and builds the grid.
+    pub fn grid(&self) -> Result<TimeGrid> {
+        if !(1..=MAX_SAMPLING_STEPS).contains(&self.num_sampling_steps) {
+            return Err(Error::invalid("num_sampling_steps", format!("between 1 and {MAX_SAMPLING_STEPS}"), self.num_sampling_steps));
+        }
+        TimeGrid::new(self.sampling_time_dist, &self.sampling_time_kwargs)
+    }
+}
+
+/// One sampler: a grid, a step, a last step and the loop.
+///
+/// Implementors provide [`Sampler::forward`] and [`Sampler::last_step`]; the loop
+/// [`Sampler::sample`] and the grid [`Sampler::timegrid`] are shared.
+pub trait Sampler {
+    /// The reference's name (`euler`, `heun`, `euler-maruyama`, `euler_jump`).
+    fn name(&self) -> &'static str;
+
+    /// Number of steps asked for.
+    fn num_sampling_steps(&self) -> i64;
+
+    /// The validated time grid.
+    fn grid(&self) -> &TimeGrid;
+
+    /// The grid the loop runs over: `sample_t(num_sampling_steps + 1)` (float32 values,
+    /// noisiest first; `num_sampling_steps + 2` points on the `exp` grid, quirk Q4).
+    fn timegrid(&self) -> Result<Vec<f32>> {
+        self.grid().points(self.num_sampling_steps() as usize + 1)
+    }
+
+    /// One integration step from `t_curr` to `t_next` (a step that is not the last).
+    fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor>;
+
+    /// The last step, from the grid's second-to-last point to its last (where the model is
+    /// never evaluated: `t = 0` is outside every interface's domain, quirk Q12).
+    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor>;
+
+    /// The reference's `sample(rng, net, x, g_net, guidance_scale, y=...)`: from the initial
+    /// noise `x` (`[B, ...]`, float32, unit variance; it is scaled by the grid's first point,
+    /// so EDM starts at `x * sigma_max`) to a sample.
+    ///
+    /// `rngs`: the sampler's streams (the reference's `nnx.Rngs(seed)`); stochastic samplers
+    /// draw from its `default` stream, one draw per non-last step. `g_model`: the guidance
+    /// model (`None`: `model`). `y`: labels `[B]` or `None` (null class).
+    fn sample(&self, rngs: &mut Rngs, model: Model<'_>, x: &Tensor, g_model: Option<Model<'_>>, guidance_scale: f64, y: Option<&Tensor>) -> Result<Tensor> {
+        check_data(x, y)?;
+        let args = SampleArgs::new(model, g_model, guidance_scale, y)?;
+        let grid = self.timegrid()?;
+        let n = grid.len();
+        if n < 2 {
+            return Err(Error::invalid("timegrid", "at least 2 points", n));
+        }
+        let mut x = x.f_mul_scalar(grid[0] as f64)?;
+        for w in grid[..n - 1].windows(2) {
+            x = self.forward(rngs, &args, &x, w[0], w[1])?;
+        }
+        self.last_step(rngs, &args, &x, grid[n - 2], grid[n - 1])
+    }
+}
+
+/// Which sampler (the reference's `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerType {
+    /// `euler`: [`Euler`].
+    Euler,
+    /// `heun`: [`Heun`].
+    Heun,
+    /// `euler-maruyama`: [`EulerMaruyama`].
+    EulerMaruyama,
+    /// `euler_jump`: [`EulerJump`].
+    EulerJump,
+}
+
+impl SamplerType {
+    /// Parses `euler`, `heun`, `euler-maruyama` or `euler_jump`; anything else is [`Error::Unknown`].
+    pub fn parse(s: &str) -> Result<SamplerType> {
+        match s {
+            "euler" => Ok(SamplerType::Euler),
+            "heun" => Ok(SamplerType::Heun),
+            "euler-maruyama" => Ok(SamplerType::EulerMaruyama),
+            "euler_jump" => Ok(SamplerType::EulerJump),
+            _ => Err(Error::Unknown { what: "sampler".into(), name: s.into(), known: "euler, heun, euler-maruyama, euler_jump".into() }),
+        }
+    }
+}
+
+/// Any of the samplers, built from the reference's settings.
+#[derive(Debug, Clone)]
+pub enum AnySampler {
+    /// See [`Euler`].
+    Euler(Euler),
+    /// See [`Heun`].
+    Heun(Heun),
+    /// See [`EulerMaruyama`].
+    EulerMaruyama(EulerMaruyama),
+    /// See [`EulerJump`].
+    EulerJump(EulerJump),
+}
+
+impl AnySampler {
+    /// Builds the sampler `ty` from a flat settings object with the reference's names
+    /// (`num_sampling_steps`, `sampling_time_dist`, `sampling_time_kwargs`, and for
+    /// `euler-maruyama` `diffusion_coeff`, `diffusion_coeff_norm`) plus this crate's named
+    /// corrections (`variant` for Heun; `last_step_labels`, `constant_coeff` for
+    /// Euler-Maruyama; `guidance` for Euler-jump).
+    ///
+    /// Errors: an unknown sampler, grid or coefficient name is [`Error::Unknown`]; a key no
+    /// setting of that sampler has, or a value out of its domain, is [`Error::InvalidArgument`].
+    pub fn from_settings(ty: &str, settings: &Map<String, Value>) -> Result<AnySampler> {
+        let ty = SamplerType::parse(ty)?;
+        // Names first, so that a misspelt name is `Unknown`, not a deserialization message.
+        if let Some(Value::String(s)) = settings.get("sampling_time_dist") {
+            GridKind::parse(s)?;
+        }
+        if let Some(Value::String(s)) = settings.get("diffusion_coeff") {
+            DiffusionCoeff::parse(s)?;
+        }
+        let own: &[&str] = match ty {
+            SamplerType::Euler => &[],
+            SamplerType::Heun => HeunOptions::KEYS,
+            SamplerType::EulerMaruyama => EulerMaruyamaOptions::KEYS,
+            SamplerType::EulerJump => EulerJumpOptions::KEYS,
+        };
+        let (opts, common): (Map<String, Value>, Map<String, Value>) = settings.clone().into_iter().partition(|(k, _)| own.contains(&k.as_str()));
+        let cfg: SamplerConfig = from_map("sampler settings", common)?;
+        Ok(match ty {
+            SamplerType::Euler => AnySampler::Euler(Euler::new(cfg)?),
+            SamplerType::Heun => AnySampler::Heun(Heun::new(cfg, from_map("heun options", opts)?)?),
+            SamplerType::EulerMaruyama => AnySampler::EulerMaruyama(EulerMaruyama::new(cfg, from_map("euler-maruyama options", opts)?)?),
+            SamplerType::EulerJump => AnySampler::EulerJump(EulerJump::new(cfg, from_map("euler_jump options", opts)?)?),
+        })
+    }
+
+    /// The sampler behind the trait.
+    pub fn as_sampler(&self) -> &dyn Sampler {
+        match self {
+            AnySampler::Euler(s) => s,
+            AnySampler::Heun(s) => s,
+            AnySampler::EulerMaruyama(s) => s,
+            AnySampler::EulerJump(s) => s,
+        }
+    }
+}
+
+fn from_map<T: serde::de::DeserializeOwned>(what: &str, m: Map<String, Value>) -> Result<T> {
+    serde_json::from_value(Value::Object(m)).map_err(|e| Error::invalid(what, "the reference's sampler settings", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn settings_errors_are_structured() {
+        let ok = obj(json!({"num_sampling_steps": 4, "sampling_time_dist": "uniform"}));
+        assert!(AnySampler::from_settings("euler", &ok).is_ok());
+        assert!(matches!(AnySampler::from_settings("ddim", &ok), Err(Error::Unknown { .. })));
+        let bad_grid = obj(json!({"num_sampling_steps": 4, "sampling_time_dist": "cosine"}));
+        assert!(matches!(AnySampler::from_settings("euler", &bad_grid), Err(Error::Unknown { .. })));
+        let bad_coeff = obj(json!({"num_sampling_steps": 4, "sampling_time_dist": "uniform", "diffusion_coeff": "quadratic"}));
+        assert!(matches!(AnySampler::from_settings("euler-maruyama", &bad_coeff), Err(Error::Unknown { .. })));
+        let zero = obj(json!({"num_sampling_steps": 0, "sampling_time_dist": "uniform"}));
+        assert!(matches!(AnySampler::from_settings("heun", &zero), Err(Error::InvalidArgument { .. })));
+        // An Euler-Maruyama setting on Euler is refused, not ignored.
+        let foreign = obj(json!({"num_sampling_steps": 4, "sampling_time_dist": "uniform", "diffusion_coeff_norm": 2.0}));
+        assert!(matches!(AnySampler::from_settings("euler", &foreign), Err(Error::InvalidArgument { .. })));
+        let exp_bad = obj(json!({"num_sampling_steps": 4, "sampling_time_dist": "exp", "sampling_time_kwargs": {"rho": -1.0}}));
+        assert!(matches!(AnySampler::from_settings("heun", &exp_bad), Err(Error::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn timegrid_has_the_reference_point_counts() {
+        let e = Euler::new(SamplerConfig::new(8, GridKind::Uniform)).unwrap();
+        assert_eq!(e.timegrid().unwrap().len(), 9);
+        let h = Heun::new(SamplerConfig::new(8, GridKind::Exp), HeunOptions::default()).unwrap();
+        assert_eq!(h.timegrid().unwrap().len(), 10);
+    }
+}
