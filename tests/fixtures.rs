@@ -3,7 +3,7 @@
 mod common;
 
 /// Fixture areas whose math is not in the crate yet.
-const NOT_YET: &[&str] = &["meanflow", "mean_flow", "dit", "repa", "sampler", "euler", "heun", "em_"];
+const NOT_YET: &[&str] = &[];
 
 #[test]
 fn project_fixtures_replay_without_failure() {
@@ -11,5 +11,5 @@ fn project_fixtures_replay_without_failure() {
     assert!(root.is_dir(), "fixtures/v1 is part of the repository");
     let (rows, n) = common::check_all(&root);
     assert!(n >= 10, "fixtures/v1 should hold the exporter's cases, found {n}");
-    common::assert_conformance(&rows, n, |r| NOT_YET.iter().any(|p| r.case.contains(p)) || r.kind == "sampler");
+    common::assert_conformance(&rows, n, |r| NOT_YET.iter().any(|p| r.case.contains(p)));
 }
