@@ -23,7 +23,7 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     if c.repa.is_some() {
         return Err(Error::NotImplemented("the REPA wrapper".into()));
     }
-    let iface = build::interface_with(case, opts.jvp)?;
+    let iface = build::interface_on(case, opts.jvp, device)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
     let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
@@ -46,6 +46,12 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
         for (name, p) in net.parameters() {
             // A parameter the loss does not use (the probe's `Wd` without `dt`) has no
             // gradient in libtorch; JAX reports zeros, and so do we.
+            let g = p.grad();
+            let g = if g.defined() { g } else { p.f_zeros_like()? };
+            out.insert(format!("grad.{name}"), Array::from_tensor(&g)?);
+        }
+        // parameters the interface owns (sCT / sCD's log-variance head)
+        for (name, p) in iface.parameters() {
             let g = p.grad();
             let g = if g.defined() { g } else { p.f_zeros_like()? };
             out.insert(format!("grad.{name}"), Array::from_tensor(&g)?);
