@@ -8,6 +8,8 @@
 //! Conventions (as in the reference, `../shared/reference-notes.md`):
 //! - SiT and MeanFlow: the linear path `x_t = (1 - t) x + t n`, noise at `t = 1`, data at `t = 0`.
 //! - EDM: `t` *is* the noise level sigma, `x_t = x + t n`.
+//! - sCT / sCD: TrigFlow, `x_t = cos(t) x + sin(t) sigma_d n`, `t` in `[0, pi/2]` (see
+//!   [`trigflow`] for the maps to the EDM and SiT conventions).
 //! - `U[0, 1)` is half-open; losses are per example (the trainer takes their mean).
 //!
 //! Wrappers: [`Repa`] adds REPA's representation-alignment loss to any interface.
@@ -15,11 +17,16 @@
 mod edm;
 mod meanflow;
 mod repa;
+mod scd;
+mod sct;
 mod sit;
+pub mod trigflow;
 
 pub use edm::{Edm, EdmConfig, EdmScore};
 pub use meanflow::{CondDrop, MeanFlow, MeanFlowConfig, MeanFlowScore, NULL_LABEL};
 pub use repa::{Projector, Repa, RepaConfig, RepaLossOutput, PROJECTOR_PREFIX};
+pub use scd::{Scd, ScdConfig, Teacher, TeacherConvention};
+pub use sct::{default_t_max, sample_multistep, sample_one_step, LogVarHead, Sct, SctConfig, T_MAX, TWO_STEP_T_MID};
 pub use sit::{SiT, SiTConfig};
 
 use serde::Deserialize;
@@ -116,6 +123,12 @@ pub trait Interface {
     fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor>;
     /// The per-example loss on data `x` (`[B, ...]`), with labels `y` (`[B]`) or the null class.
     fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput>;
+    /// Trainable parameters the interface itself owns, by path (sCT / sCD: the log-variance
+    /// head, `logvar.W`, `logvar.b`); none by default. An optimizer updates them with the
+    /// backbone's, and a `grad` case carries `grad.<path>` for them.
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 }
 
 /// Reshapes a `[B]` vector to `[B, 1, ..., 1]` with `ndim` axes in all (reference `bcast_right`).

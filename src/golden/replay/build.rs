@@ -44,8 +44,15 @@ pub fn interface(case: &Case) -> Result<Box<dyn Interface>> {
 
 /// Like [`interface`], with MeanFlow's JVP backend overridden when `jvp` is given.
 pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<Box<dyn Interface>> {
+    interface_on(case, jvp, Device::Cpu)
+}
+
+/// Like [`interface_with`], with the arrays an interface owns (sCT / sCD's log-variance
+/// head, sCD's teacher) placed on `device`.
+pub fn interface_on(case: &Case, jvp: Option<JvpBackend>, device: Device) -> Result<Box<dyn Interface>> {
     let (ty, s) = typed_block(case, "interface")?;
     Ok(match ty.as_str() {
+        "sct" | "scd" => super::consistency::interface(case, &ty, s, jvp, device)?,
         "sit" => Box::new(SiT::new(settings::<SiTConfig>(case, "interface", s)?)?),
         "edm" => Box::new(Edm::new(settings::<EdmConfig>(case, "interface", s)?)?),
         "mean_flow" => {
@@ -58,7 +65,7 @@ pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<Box<dyn In
         other => {
             return Err(case.error(
                 Some("case.json"),
-                Error::Unknown { what: "interface".into(), name: other.into(), known: "sit, edm, mean_flow".into() }.to_string(),
+                Error::Unknown { what: "interface".into(), name: other.into(), known: "sit, edm, mean_flow, sct, scd".into() }.to_string(),
             ))
         }
     })
@@ -137,7 +144,8 @@ pub fn network(case: &Case, device: Device) -> Result<Box<dyn Backbone>> {
         "probe_mlp" => {
             let cfg: ProbeMlpConfig = settings(case, "network", s)?;
             let freqs = case.tensor("buffer.freqs", "<f4", Some(&[cfg.freqs as usize]), device)?;
-            let params = params(case, device)?;
+            // `param.logvar.*` belong to the interface (sCT / sCD), not to the backbone
+            let params = params(case, device)?.into_iter().filter(|(k, _)| !k.starts_with("logvar.")).collect();
             Ok(Box::new(ProbeMlp::new(cfg, params, freqs).map_err(|e| case.error(None, e.to_string()))?))
         }
         "dit" => Ok(Box::new(dit(case, device)?)),

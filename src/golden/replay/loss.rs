@@ -26,7 +26,7 @@ struct LossCase {
 pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     let device = opts.device;
     let c: LossCase = case.settings()?;
-    let iface = build::interface_with(case, opts.jvp)?;
+    let iface = build::interface_on(case, opts.jvp, device)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
     let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
@@ -35,6 +35,8 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     net.set_train(true);
     let mut out = Computed::new();
     let mut params = net.parameters();
+    // Parameters the interface owns (sCT / sCD's log-variance head).
+    params.extend(iface.parameters());
     let loss = if c.repa.is_some() {
         let (cfg, projector) = build::projector(case, build::feature_width(case)?, device)?;
         let repa = Repa::new(cfg, iface, projector)?;

@@ -16,6 +16,7 @@ use crate::jvp::JvpBackend;
 
 pub mod build;
 pub mod coefficients;
+mod consistency;
 mod loss;
 mod network;
 mod pred;
@@ -86,22 +87,24 @@ fn is_zero_gradient(stem: &str) -> bool {
 /// | coefficients | all | 4 ulp (element-wise) | one to three roundings per element |
 /// | loss, grad | `out.t`, `out.r`, `out.n`, `out.x_t` | 4 ulp of element or scale | element-wise; XLA may fuse an FMA |
 /// | loss, grad | others (`loss`, `target`, `net_out`, `grad.*`, REPA parts) | rtol 1e-5, atol 1e-6 x scale | sums over the network |
-/// | loss, grad (MeanFlow) | `target`, `net_out`, `loss`, `grad.*` | rtol 1e-4, atol 1e-5 x scale | JVP-based |
+/// | loss, grad (MeanFlow, sCT, sCD) | `target`, `net_out`, `loss`, `grad.*` | rtol 1e-4, atol 1e-5 x scale | JVP-based |
 /// | loss, grad | `grad.*attn.key.bias` | as the other gradients, atol x the *case's* gradient scale | zero in exact arithmetic (softmax ignores a shift common to all keys): only rounding noise, judged against the largest gradient of the case, not its own |
 /// | pred | `pred`, `score` | rtol 1e-5, atol 1e-6 x scale | one network forward |
+/// | pred (sCT, sCD) | `pred` | rtol 1e-5, atol 1e-6 x scale | one forward, as above (no score: refused) |
 /// | sampler | `timegrid` | 4 ulp | element-wise |
 /// | sampler | `x_final` | rtol 1e-5, atol 1e-6 x scale | integrates many forwards |
 /// | network | all | rtol 1e-5, atol 1e-6 x scale | sums over the network |
 pub fn tolerance_for(kind: CaseKind, meta: &serde_json::Map<String, serde_json::Value>, stem: &str) -> Tolerance {
     let meanflow = interface_type(meta) == Some("mean_flow");
+    let jvp_based = matches!(interface_type(meta), Some("mean_flow" | "sct" | "scd"));
     match kind {
         CaseKind::Rng => Tolerance::EXACT,
         CaseKind::Coefficients => Tolerance::elementwise(4),
         CaseKind::Loss | CaseKind::Grad => match stem {
             "out.t" | "out.r" | "out.n" | "out.x_t" => Tolerance::elementwise(4),
-            _ if is_zero_gradient(stem) && meanflow => Tolerance::close(1e-4, 1e-5).against_case_gradients(),
+            _ if is_zero_gradient(stem) && jvp_based => Tolerance::close(1e-4, 1e-5).against_case_gradients(),
             _ if is_zero_gradient(stem) => Tolerance::close(1e-5, 1e-6).against_case_gradients(),
-            _ if meanflow => Tolerance::close(1e-4, 1e-5),
+            _ if jvp_based => Tolerance::close(1e-4, 1e-5),
             _ => Tolerance::close(1e-5, 1e-6),
         },
         CaseKind::Pred if meanflow => Tolerance::close(1e-4, 1e-5),
