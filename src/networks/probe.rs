@@ -101,24 +101,33 @@ impl ProbeMlp {
         Ok(ProbeMlp { cfg, params: out, freqs, train: Cell::new(true) })
     }
 
-    /// A randomly initialised probe (torch's generator seeded with `seed`; for tests and demos,
-    /// not for golden cases, whose parameters come from files).
+    /// A randomly initialised probe, as the spec exporter's `init_probe_mlp(seed, ...)`:
+    /// parameter `i` of `W1 b1 Wt Wd E W2 b2` is `scale * normal(fold_in(key(seed), i))` from
+    /// the crate's JAX-exact streams (scale 0.1 for biases, 0.5 otherwise) and
+    /// `freqs = exp(linspace(0, 3, K))`. It uses no global generator, so concurrent
+    /// initialisations on several threads cannot disturb each other.
     pub fn init(cfg: ProbeMlpConfig, seed: i64, device: Device) -> Result<ProbeMlp> {
         Self::init_with_kind(cfg, seed, device, Kind::Float)
     }
 
-    /// [`ProbeMlp::init`] in a chosen float dtype (float64 for finite-difference checks).
+    /// [`ProbeMlp::init`] in a chosen float dtype (float64 for finite-difference checks; the
+    /// float32 draws are widened).
     pub fn init_with_kind(cfg: ProbeMlpConfig, seed: i64, device: Device, kind: Kind) -> Result<ProbeMlp> {
         cfg.validate()?;
-        tch::manual_seed(seed);
+        let key = crate::rng::Key::from_seed(seed);
+        let shapes = cfg.parameter_shapes();
         let mut params = BTreeMap::new();
-        for (name, shape) in cfg.parameter_shapes() {
-            let fan_in = if shape.len() == 2 { shape[0] as f64 } else { 1.0 };
-            let scale = if shape.len() == 2 { fan_in.sqrt().recip() } else { 0.0 };
-            let p = Tensor::f_randn(&shape, (kind, device))?.f_mul_scalar(scale)?.f_detach()?;
+        for (i, name) in ["W1", "b1", "Wt", "Wd", "E", "W2", "b2"].into_iter().enumerate() {
+            let shape = shapes.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone()).unwrap_or_default();
+            let scale: f32 = if name.starts_with('b') { 0.1 } else { 0.5 };
+            let n = crate::rng::numel(&shape)?;
+            let v: Vec<f32> = key.fold_in(i as u32).normal(n).into_iter().map(|z| scale * z).collect();
+            let p = Tensor::f_from_slice(&v)?.f_reshape(&shape)?.f_to_kind(kind)?.f_to_device(device)?;
             params.insert(name.to_string(), p);
         }
-        let freqs = Tensor::f_arange(cfg.freqs, (kind, device))?.f_exp()?;
+        let k = cfg.freqs;
+        let f: Vec<f64> = (0..k).map(|i| if k > 1 { (3.0 * i as f64 / (k - 1) as f64).exp() } else { 1.0 }).collect();
+        let freqs = Tensor::f_from_slice(&f)?.f_to_kind(kind)?.f_to_device(device)?;
         ProbeMlp::new(cfg, params, freqs)
     }
 
