@@ -84,47 +84,35 @@ impl Array {
     /// of `<f4 <i4 <u4`, the order must be C, and the payload must hold exactly
     /// the declared number of elements (neither truncated nor padded).
     pub fn read_npy(path: &Path) -> Result<Array> {
+        use std::io::Read;
         let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > MAX_NPY_BYTES {
-            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), len));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            // A FIFO or device would block or never end; a directory cannot be read.
+            return Err(Error::invalid("npy file", "a regular file", format!("{:?}", meta.file_type())));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        if meta.len() > MAX_NPY_BYTES {
+            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), meta.len()));
+        }
+        // Read at most one byte past the bound, so a file that grows meanwhile is still bounded.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_NPY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > MAX_NPY_BYTES {
+            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), "a file that grew past it while being read"));
+        }
         Self::parse_npy(&bytes)
     }
 
-    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]).
+    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]). The parser itself is the
+    /// pure `golden/parse.rs` (fuzzed under `fuzz/`); it never allocates more than `bytes.len()`.
     pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
-        let bad = |msg: String| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg);
-        let mut cursor = bytes;
-        let header = npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| bad(format!("unreadable header ({e})")))?;
-        let npyz::DType::Plain(ts) = header.dtype() else {
-            return Err(bad("a structured or nested dtype".into()));
-        };
-        let ts = ts.to_string();
-        if header.order() != npyz::Order::C {
-            return Err(bad("fortran order".into()));
-        }
-        let mut n: u64 = 1;
-        let mut shape = Vec::new();
-        for &d in header.shape() {
-            n = n.checked_mul(d).ok_or_else(|| bad(format!("shape {:?} overflows", header.shape())))?;
-            shape.push(usize::try_from(d).map_err(|_| bad(format!("dimension {d} too large")))?);
-        }
-        let want = n.checked_mul(4).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        let payload = cursor;
-        if payload.len() as u64 != want && matches!(ts.as_str(), "<f4" | "<i4" | "<u4") {
-            return Err(bad(format!(
-                "payload of {} bytes where shape {shape:?} needs {want} (truncated or padded file)",
-                payload.len()
-            )));
-        }
-        let words = payload.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
-        let data = match ts.as_str() {
-            "<f4" => ArrayData::F32(words.map(f32::from_le_bytes).collect()),
-            "<i4" => ArrayData::I32(words.map(i32::from_le_bytes).collect()),
-            "<u4" => ArrayData::U32(words.map(u32::from_le_bytes).collect()),
-            other => return Err(bad(format!("dtype `{other}`"))),
+        let (shape, data) = super::parse::parse_npy(bytes)
+            .map_err(|msg| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg))?;
+        let data = match data {
+            super::parse::NpyData::F32(v) => ArrayData::F32(v),
+            super::parse::NpyData::I32(v) => ArrayData::I32(v),
+            super::parse::NpyData::U32(v) => ArrayData::U32(v),
         };
         Ok(Array { shape, data })
     }
