@@ -364,3 +364,28 @@ fn an_unknown_network() {
     let d = probe_loss(t.path(), "unet", Some(json));
     assert_error(&check(&d), "unknown network `unet`");
 }
+
+// ---- the CLI over a directory of broken cases --------------------------------------------
+
+#[test]
+fn the_cli_survives_a_directory_of_broken_cases() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    key0(root, "good");
+    let d = key0(root, "garbled");
+    fs::write(d.join("out.0.npy"), b"\x93NUMPY\x01\x00\xff\xff{").unwrap();
+    let d = key0(root, "badjson");
+    fs::write(d.join("case.json"), b"\xff\xfe{").unwrap();
+    let d = key0(root, "huge");
+    fs::write(d.join("case.json"), r#"{"format": 1, "name": "huge", "kind": "rng", "calls": [{"op": "split", "seed": 0, "num": 18446744073709551615}]}"#).unwrap();
+    let d = probe_loss(root, "q10", None);
+    write_labels(&d, &[0, 4000]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_diffuse-spec")).arg("check").arg(root).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.contains("1 passed, 4 failed"), "{out}");
+    for needle in ["unreadable header", "not UTF-8", "calls[0].num", "0..=1000"] {
+        assert!(out.contains(needle), "no row says {needle:?}:\n{out}");
+    }
+}
