@@ -165,6 +165,8 @@ fn random_draw_arguments() {
     let mut rngs = Rngs::new(&[("noise", 0)]).unwrap();
     invalid(rngs.uniform("noise", &[2], 1.0, 0.0, CPU), "minval, maxval", "minval < maxval", "[1, 0)");
     invalid(rngs.normal("noise", &[2, -3], CPU), "shape", "non-negative", "[2, -3]");
+    // 2^62 elements: refused up front instead of a `Vec` capacity-overflow panic.
+    invalid(rngs.normal("noise", &[1 << 31, 1 << 31], CPU), "shape", "fits in memory", "[2147483648, 2147483648]");
     // No stream of that name and no `default` to fall back to.
     assert!(matches!(rngs.normal("time", &[2], CPU), Err(Error::Rng(_))));
 }

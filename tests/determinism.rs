@@ -146,7 +146,7 @@ fn dumped_outputs_are_a_candidate_that_verify_accepts() {
         return;
     }
     let d = tmp.path().join("dump");
-    dump(&[golden.clone()], &d, THREADS);
+    dump(std::slice::from_ref(&golden), &d, THREADS);
     let o = Command::new(BIN).args(["verify", "--golden", golden.to_str().unwrap(), "--candidate", d.to_str().unwrap()]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}");
