@@ -71,8 +71,11 @@ manifest: build
 FUZZ_SECONDS ?= 120
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	# New inputs go to fuzz/target/corpus-<target> (ignored); the committed corpus stays as is.
 	for t in npy case_json; do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --debug-assertions $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 || exit 1; \
+	  mkdir -p fuzz/target/corpus-$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --debug-assertions $$t fuzz/target/corpus-$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=5 -max_len=65536 || exit 1; \
 	done
 
 bench: torch-env
