@@ -2,7 +2,9 @@
 #
 #   make check     replay every golden case (fixtures/ and ../shared/golden/v1) and print the table
 #   make test      the whole test suite (unit, golden, property, malformed inputs)
-#   make fixtures  regenerate fixtures/ from the JAX restatement in spec/
+#   make fixtures  regenerate fixtures/ from the JAX restatement in spec/, then fixtures/MANIFEST.sha256
+#   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
+#   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
 #   make bench     criterion benchmarks
 #
 # libtorch 2.11.0 comes from PyPI's torch==2.11.0, installed once into a per-user
@@ -28,7 +30,7 @@ endif
 # The spec environment, for tests that run the JAX exporter (skipped when absent).
 export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
 
-.PHONY: check test fixtures bench build spec-env torch-env clean-env
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -57,8 +59,24 @@ check: build
 test: torch-env
 	$(CARGO) test --no-fail-fast -- --test-threads=2
 
-fixtures: spec-env
+fixtures: spec-env build
 	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --out ../fixtures/v1
+	./target/release/diffuse-spec manifest fixtures
+
+manifest: build
+	./target/release/diffuse-spec manifest fixtures
+
+# The fuzz targets include the pure parsers (src/golden/parse.rs) without libtorch.
+# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them.
+FUZZ_SECONDS ?= 120
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	# New inputs go to fuzz/target/corpus-<target> (ignored); the committed corpus stays as is.
+	for t in npy case_json; do \
+	  mkdir -p fuzz/target/corpus-$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --debug-assertions $$t fuzz/target/corpus-$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=5 -max_len=65536 || exit 1; \
+	done
 
 bench: torch-env
 	$(CARGO) bench

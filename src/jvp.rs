@@ -104,6 +104,15 @@ pub fn jvp(
             if t.size() != p.size() {
                 return Err(Error::invalid(format!("tangents[{i}]"), format!("shape {:?}", p.size()), format!("{:?}", t.size())));
             }
+            if !p.is_floating_point() {
+                return Err(Error::invalid(format!("primals[{i}]"), "a float tensor (it has a tangent)", format!("dtype {:?}", p.kind())));
+            }
+            if !t.is_floating_point() {
+                return Err(Error::invalid(format!("tangents[{i}]"), "a float tensor", format!("dtype {:?}", t.kind())));
+            }
+            if t.device() != p.device() {
+                return Err(Error::invalid(format!("tangents[{i}]"), format!("device {:?} (that of primals[{i}])", p.device()), format!("{:?}", t.device())));
+            }
         }
     }
     match backend {

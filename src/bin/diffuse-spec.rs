@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
-//!                    [--jvp double_backward|forward_ad]
+//!                    [--jvp double_backward|forward_ad] [--dump DIR]
 //! diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
+//! diffuse-spec manifest DIR
 //! ```
+//! `check` first verifies the files of each DIR against the nearest `MANIFEST.sha256`
+//! (in DIR or a parent, up to the repository) when there is one.
 //! Exit status: 0 when nothing failed, 1 when a case failed or errored, 2 on a usage error.
 
 use std::path::PathBuf;
@@ -15,11 +18,15 @@ use diffuse_spec::jvp::JvpBackend;
 
 const USAGE: &str = "usage:
   diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING] [--json] [--threads N]
-                    [--jvp double_backward|forward_ad]
-      replay every golden case under DIR (default: fixtures/) and print the conformance table
+                    [--jvp double_backward|forward_ad] [--dump DIR]
+      replay every golden case under DIR (default: fixtures/) and print the conformance table;
+      the files are first verified against the nearest MANIFEST.sha256 (DIR or a parent),
+      when there is one; --dump writes the computed outputs as DIR/<case>/<stem>.npy
   diffuse-spec verify --golden DIR --candidate DIR [--filter SUBSTRING] [--json]
       compare another implementation's outputs (same file names, one directory per case
-      under the candidate DIR) with the golden cases under the golden DIR";
+      under the candidate DIR) with the golden cases under the golden DIR
+  diffuse-spec manifest DIR
+      (re)write DIR/MANIFEST.sha256, the SHA-256 of every file below DIR (sha256sum format)";
 
 struct Opts {
     dirs: Vec<PathBuf>,
@@ -30,10 +37,11 @@ struct Opts {
     jvp: Option<JvpBackend>,
     golden: Option<PathBuf>,
     candidate: Option<PathBuf>,
+    dump: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { dirs: vec![], device: "cpu".into(), filter: None, json: false, threads: None, jvp: None, golden: None, candidate: None };
+    let mut o = Opts { dirs: vec![], device: "cpu".into(), filter: None, json: false, threads: None, jvp: None, golden: None, candidate: None, dump: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -55,6 +63,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--golden" => o.golden = Some(PathBuf::from(value("--golden")?)),
             "--candidate" => o.candidate = Some(PathBuf::from(value("--candidate")?)),
+            "--dump" => o.dump = Some(PathBuf::from(value("--dump")?)),
             s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
             s => o.dirs.push(PathBuf::from(s)),
         }
@@ -98,10 +107,15 @@ fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
                 if cases.is_empty() {
                     return Err(format!("no case (a directory with case.json) under {}", d.display()));
                 }
+                if let Some(m) = golden::find_manifest(d) {
+                    let bad = golden::verify_manifest(&m, d);
+                    eprintln!("manifest {}: {}", m.display(), if bad.is_empty() { "every file of this directory verified".to_string() } else { format!("{} problem(s)", bad.len()) });
+                    rows.extend(bad);
+                }
                 for c in cases {
                     let name = c.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                     if selected(&name, &o.filter) {
-                        rows.extend(golden::check_case_with(&c, &opts));
+                        rows.extend(golden::check_case_dumping(&c, &opts, o.dump.as_deref()));
                     }
                 }
             }
@@ -111,8 +125,8 @@ fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
             let (Some(g), Some(c)) = (o.golden, o.candidate) else {
                 return Err("verify needs --golden DIR and --candidate DIR".into());
             };
-            if !o.dirs.is_empty() {
-                return Err("verify takes no positional directories".into());
+            if !o.dirs.is_empty() || o.dump.is_some() {
+                return Err("verify takes no positional directories and no --dump".into());
             }
             let mut rows = Vec::new();
             for case in golden::discover(&g).map_err(|e| e.to_string())? {
@@ -122,6 +136,17 @@ fn run(cmd: &str, o: Opts) -> Result<Summary, String> {
                 }
             }
             Ok(emit(&rows, o.json))
+        }
+        "manifest" => {
+            let [dir] = &o.dirs[..] else {
+                return Err("manifest needs exactly one DIR".into());
+            };
+            if o.golden.is_some() || o.candidate.is_some() || o.dump.is_some() || o.json || o.filter.is_some() {
+                return Err("manifest takes only a DIR".into());
+            }
+            let n = golden::write_manifest(dir).map_err(|e| e.to_string())?;
+            println!("wrote {} ({n} files)", dir.join(golden::MANIFEST_NAME).display());
+            Ok(Summary::default())
         }
         other => Err(format!("unknown command `{other}`")),
     }

@@ -84,27 +84,37 @@ impl Array {
     /// of `<f4 <i4 <u4`, the order must be C, and the payload must hold exactly
     /// the declared number of elements (neither truncated nor padded).
     pub fn read_npy(path: &Path) -> Result<Array> {
+        use std::io::Read;
         let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > MAX_NPY_BYTES {
-            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), len));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            // A FIFO or device would block or never end; a directory cannot be read.
+            return Err(Error::invalid("npy file", "a regular file", format!("{:?}", meta.file_type())));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        if meta.len() > MAX_NPY_BYTES {
+            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), meta.len()));
+        }
+        // Read at most one byte past the bound, so a file that grows meanwhile is still bounded.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_NPY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > MAX_NPY_BYTES {
+            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), "a file that grew past it while being read"));
+        }
         Self::parse_npy(&bytes)
     }
 
-    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]); the header and size
-    /// checks are the library's [`crate::networks::weights::parse_npy`].
+    /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]). The parser itself is the
+    /// pure [`crate::npy`] (fuzzed under `fuzz/`); it never allocates more than `bytes.len()`.
     pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
-        let raw = crate::networks::weights::parse_npy(bytes)?;
-        let words = raw.payload.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
-        let data = match raw.dtype.as_str() {
-            "<f4" => ArrayData::F32(words.map(f32::from_le_bytes).collect()),
-            "<i4" => ArrayData::I32(words.map(i32::from_le_bytes).collect()),
-            "<u4" => ArrayData::U32(words.map(u32::from_le_bytes).collect()),
-            other => return Err(Error::invalid("npy", "a float32/int32/uint32 .npy file", format!("dtype `{other}`"))),
+        let (shape, data) = crate::npy::parse_npy(bytes)
+            .map_err(|msg| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg))?;
+        let data = match data {
+            crate::npy::NpyData::F32(v) => ArrayData::F32(v),
+            crate::npy::NpyData::I32(v) => ArrayData::I32(v),
+            crate::npy::NpyData::U32(v) => ArrayData::U32(v),
         };
-        Ok(Array { shape: raw.shape, data })
+        Ok(Array { shape, data })
     }
 
     /// Writes the array as a format-v1 `.npy` file.

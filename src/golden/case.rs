@@ -105,32 +105,27 @@ impl Case {
         let io = |p: &Path, source| Error::Io { path: p.to_path_buf(), source };
         let canon = dir.canonicalize().map_err(|e| io(dir, e))?;
         let json_path = dir.join("case.json");
-        let meta_len = std::fs::metadata(&json_path).map_err(|e| io(&json_path, e))?.len();
-        if meta_len > MAX_CASE_JSON_BYTES {
-            return Err(err(Some("case.json"), format!("{meta_len} bytes, more than the {MAX_CASE_JSON_BYTES} accepted")));
+        // case.json itself must be a regular file inside the case directory (a FIFO would
+        // block the reader; a symlink could lead anywhere).
+        let json_real = json_path.canonicalize().map_err(|e| io(&json_path, e))?;
+        if !json_real.starts_with(&canon) {
+            return Err(err(Some("case.json"), format!("leads out of the case directory (to {})", json_real.display())));
         }
-        let text = std::fs::read_to_string(&json_path).map_err(|e| io(&json_path, e))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| err(Some("case.json"), format!("not valid JSON: {e}")))?;
-        let serde_json::Value::Object(meta) = value else {
-            return Err(err(Some("case.json"), "not a JSON object".into()));
-        };
-        match meta.get("format") {
-            Some(v) if v.as_u64() == Some(1) => {}
-            Some(v) => return Err(err(Some("case.json"), format!("format {v}, only format 1 is understood"))),
-            None => return Err(err(Some("case.json"), "no `format`".into())),
+        let json_meta = std::fs::metadata(&json_real).map_err(|e| io(&json_path, e))?;
+        if !json_meta.is_file() {
+            return Err(err(Some("case.json"), "not a regular file".into()));
         }
-        let name = match meta.get("name") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            _ => return Err(err(Some("case.json"), "`name` missing or not a string".into())),
-        };
-        if name != dir_name {
-            return Err(err(Some("case.json"), format!("name `{name}` differs from the directory name `{dir_name}`")));
+        if json_meta.len() > MAX_CASE_JSON_BYTES {
+            return Err(err(Some("case.json"), format!("{} bytes, more than the {MAX_CASE_JSON_BYTES} accepted", json_meta.len())));
         }
-        let kind = match meta.get("kind") {
-            Some(serde_json::Value::String(s)) => CaseKind::parse(s).map_err(|e| err(Some("case.json"), e.to_string()))?,
-            _ => return Err(err(Some("case.json"), "`kind` missing or not a string".into())),
-        };
+        let mut raw = Vec::new();
+        {
+            use std::io::Read;
+            let f = std::fs::File::open(&json_real).map_err(|e| io(&json_path, e))?;
+            f.take(MAX_CASE_JSON_BYTES + 1).read_to_end(&mut raw).map_err(|e| io(&json_path, e))?;
+        }
+        let text = String::from_utf8(raw).map_err(|e| err(Some("case.json"), format!("not UTF-8 text (invalid byte at {})", e.utf8_error().valid_up_to())))?;
+        let CaseJson { name, kind, meta } = parse_case_json(&text, &dir_name)?;
         let mut files = BTreeMap::new();
         let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
         for entry in entries {
@@ -240,6 +235,28 @@ impl Case {
     pub fn error(&self, file: Option<&str>, message: impl Into<String>) -> Error {
         Error::case(&self.name, file, message)
     }
+}
+
+/// The validated top of a `case.json` (see [`parse_case_json`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseJson {
+    /// `name` (equal to the directory name).
+    pub name: String,
+    /// `kind`.
+    pub kind: CaseKind,
+    /// The whole object.
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses the text of a `case.json` found in a directory named `dir_name`, without touching
+/// the file system: a JSON object (at most [`MAX_CASE_JSON_BYTES`]) with `format` 1, a
+/// string `name` equal to `dir_name` and a known `kind`. Errors are [`Error::Case`] naming
+/// `dir_name` and `case.json`. The work is done by the pure `golden/parse.rs`, which
+/// `fuzz/` includes and fuzzes.
+pub fn parse_case_json(text: &str, dir_name: &str) -> Result<CaseJson> {
+    let c = super::parse::parse_case_json(text, dir_name).map_err(|msg| Error::case(dir_name, Some("case.json"), msg))?;
+    let kind = CaseKind::parse(&c.kind).map_err(|e| Error::case(dir_name, Some("case.json"), e.to_string()))?;
+    Ok(CaseJson { name: c.name, kind, meta: c.meta })
 }
 
 /// Every case directory under `root` (a directory containing `case.json`), sorted by path.

@@ -4,6 +4,8 @@
 
 mod array;
 mod case;
+mod manifest;
+mod parse;
 pub mod replay;
 mod report;
 mod tolerance;
@@ -11,7 +13,9 @@ mod tolerance;
 use std::path::Path;
 
 pub use array::{Array, ArrayData, MAX_NPY_BYTES};
-pub use case::{discover, Case, CaseKind, MAX_CASE_JSON_BYTES, ROLES};
+pub use case::{discover, parse_case_json, Case, CaseJson, CaseKind, MAX_CASE_JSON_BYTES, ROLES};
+pub use manifest::{find_manifest, verify_manifest, write_manifest, MANIFEST_NAME};
+pub use crate::npy::MAX_NPY_HEADER_BYTES;
 pub use replay::ReplayOptions;
 pub use report::{table, Row, Status, Summary};
 pub use tolerance::{compare, compare_scaled, max_abs, ulp_distance, Comparison, Scale, Tolerance};
@@ -69,6 +73,13 @@ pub fn check_case(dir: &Path, device: Device) -> Vec<Row> {
 
 /// [`check_case`] with replay options (device, JVP backend override).
 pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
+    check_case_dumping(dir, opts, None)
+}
+
+/// [`check_case_with`] that also writes every computed output, when `dump` is given, as
+/// `dump/<case name>/<stem>.npy` — the candidate layout that `verify` reads, and what the
+/// determinism tests compare byte for byte. A failed write is an `ERROR` row.
+pub fn check_case_dumping(dir: &Path, opts: &ReplayOptions, dump: Option<&Path>) -> Vec<Row> {
     let case = match Case::open(dir) {
         Ok(c) => c,
         Err(e) => return vec![whole_case_row(&dir_name(dir), "?", Status::Error, e.to_string())],
@@ -80,6 +91,11 @@ pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
         Err(e) => return vec![whole_case_row(&case.name, &kind, Status::Error, e.to_string())],
     };
     let mut rows = Vec::new();
+    if let Some(root) = dump {
+        if let Err(e) = dump_computed(&root.join(&case.name), &computed) {
+            rows.push(whole_case_row(&case.name, &kind, Status::Error, format!("--dump: {e}")));
+        }
+    }
     let mut grad_scale = None;
     let mut expected_stems = case.stems("out.");
     expected_stems.extend(case.stems("grad."));
@@ -115,6 +131,14 @@ pub fn check_case_with(dir: &Path, opts: &ReplayOptions) -> Vec<Row> {
         rows.push(whole_case_row(&case.name, &kind, Status::Error, "the case has no expected output".into()));
     }
     rows
+}
+
+fn dump_computed(dir: &Path, computed: &replay::Computed) -> crate::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    for (stem, a) in computed {
+        a.write_npy(&dir.join(format!("{stem}.npy")))?;
+    }
+    Ok(())
 }
 
 /// Compares another implementation's outputs in `candidate_root/<case name>/` with the

@@ -168,6 +168,14 @@ impl Interface for Edm {
         let (d, features) = self.denoise(net, &x_t, &t, y, Some(rngs))?;
         let w = bcast_right(&self.weight(&t)?, x.dim())?;
         let loss = mean_flat(&w.f_mul(&d.f_sub(x)?.f_square()?)?)?;
+        // Quirk Q12 beyond t = 0: a sigma so small that (t xs)^2 underflows gives an infinite
+        // weight; the reference returns that inf / NaN, this crate an error.
+        if loss.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(Error::Unsupported {
+                what: "an EDM loss that is NaN or infinite".into(),
+                why: "a drawn sigma so small that the weight (t^2 + xs^2) / (t xs)^2 overflows (quirk Q12), or non-finite parameters".into(),
+            });
+        }
         Ok(LossOutput { loss, t, r: None, n, x_t, target: x.shallow_clone(), net_out: d, features })
     }
 }

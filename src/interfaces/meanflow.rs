@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::sit::check_common;
-use super::{bcast_right, check_data, check_time, sum_flat, Interface, LossOutput, TimeDist};
+use super::{bcast_right, check_data, check_time, check_times, sum_flat, Interface, LossOutput, TimeDist};
 use crate::error::{Error, Result};
 use crate::jvp::{jvp, JvpBackend};
 use crate::networks::{Backbone, Cond};
@@ -145,6 +145,14 @@ fn in_unit(name: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+/// The batch size of a `[B]` vector argument (an error, not a panic, for a scalar).
+fn leading(name: &str, v: &Tensor) -> Result<i64> {
+    match v.size()[..] {
+        [b] => Ok(b),
+        ref s => Err(Error::invalid(name, "a [B] vector", format!("shape {s:?}"))),
+    }
+}
+
 impl MeanFlow {
     /// Validates the settings.
     pub fn new(cfg: MeanFlowConfig) -> Result<MeanFlow> {
@@ -207,7 +215,7 @@ impl MeanFlow {
         if w == 1.0 && kappa == 0.0 {
             return Ok(v);
         }
-        let b = t.size()[0];
+        let b = leading("t", t)?;
         let zeros = t.f_zeros_like()?;
         let neg_y = Tensor::f_full([b], NULL_LABEL, (Kind::Int64, t.device()))?;
         let v_unc = net.forward(x_t, t, Cond { y: Some(&neg_y), dt: Some(&zeros), gw: None }, Some(&mut *rngs))?.out;
@@ -224,7 +232,7 @@ impl MeanFlow {
 
     /// Step 4: the condition drop; returns the new `(v, y)`.
     pub fn cond_drop(&self, x: &Tensor, n: &Tensor, v: &Tensor, y: &Tensor, rngs: &mut Rngs) -> Result<(Tensor, Tensor)> {
-        let b = y.size()[0];
+        let b = leading("y", y)?;
         let device = y.device();
         let m = rngs.uniform("label_dropout", &[b], 0.0, 1.0, device)?.f_lt(self.cfg.cond_drop_ratio)?;
         let drop = match self.cfg.cond_drop {
@@ -280,9 +288,7 @@ impl Interface for MeanFlow {
         let b = check_data(x_t, y)?;
         let r = r.ok_or_else(|| Error::invalid("r", "the interval start r ([B]) for MeanFlow's pred", "none"))?;
         check_time(t, b, 0.0, 1.0, true, "MeanFlow's path runs from data at t = 0 to noise at t = 1")?;
-        if r.size() != [b] {
-            return Err(Error::invalid("r", format!("shape [{b}]"), format!("{:?}", r.size())));
-        }
+        check_times("r", r, b, 0.0, 1.0, true, "the interval start r lies on the path, in [0, 1]")?;
         self.pred_with_r(net, x_t, t, r, y)
     }
     /// See [`MeanFlowScore`]; a given `r` is ignored by the reference formula (it uses `r = 0`).

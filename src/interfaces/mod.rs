@@ -219,12 +219,21 @@ pub fn check_finite(name: &str, v: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Errors unless `t` is a `[B]` float vector whose elements lie in `(lo, hi]` (or `[lo, hi]`
-/// with `closed_lo`), naming `why` in the message.
+/// Errors unless `t` is a `[B]` float vector of finite values that lie in `(lo, hi]` (or
+/// `[lo, hi]` with `closed_lo`), naming `why` in the message.
 pub fn check_time(t: &Tensor, b: i64, lo: f64, hi: f64, closed_lo: bool, why: &str) -> Result<()> {
+    check_times("t", t, b, lo, hi, closed_lo, why)
+}
+
+/// [`check_time`] for a time-like argument of another name (MeanFlow's `r`, a sampler's grid).
+pub fn check_times(name: &str, t: &Tensor, b: i64, lo: f64, hi: f64, closed_lo: bool, why: &str) -> Result<()> {
     if t.size() != [b] {
-        return Err(Error::invalid("t", format!("shape [{b}]"), format!("{:?}", t.size())));
+        return Err(Error::invalid(name, format!("shape [{b}]"), format!("{:?}", t.size())));
     }
+    if !t.is_floating_point() {
+        return Err(Error::invalid(name, "a float tensor", format!("dtype {:?}", t.kind())));
+    }
+    check_finite(name, t)?;
     let min = t.f_min()?.f_double_value(&[])?;
     let max = t.f_max()?.f_double_value(&[])?;
     // A bound is checked up to float32 rounding (4 ulp of the bound): the shifted time grid
@@ -233,7 +242,7 @@ pub fn check_time(t: &Tensor, b: i64, lo: f64, hi: f64, closed_lo: bool, why: &s
     let lo_ok = if closed_lo { min >= lo - slack(lo) } else { min > lo };
     if !(lo_ok && max <= hi + slack(hi)) || min.is_nan() || max.is_nan() {
         let range = format!("{}{lo}, {hi}] ({why})", if closed_lo { "[" } else { "(" });
-        return Err(Error::invalid("t", format!("values in {range}"), format!("values in [{min}, {max}]")));
+        return Err(Error::invalid(name, format!("values in {range}"), format!("values in [{min}, {max}]")));
     }
     Ok(())
 }

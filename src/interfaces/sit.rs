@@ -100,8 +100,9 @@ impl SiT {
 
     /// The resolution shift for data of `shape` (`[B, ...]`): `sqrt(prod(shape[1:]) / t_shift_base)`.
     pub fn shift_for(&self, shape: &[i64]) -> f64 {
-        let d: i64 = shape.iter().skip(1).product();
-        (d as f64 / self.cfg.t_shift_base).sqrt()
+        // In f64, so that no shape can overflow (exact below 2^53, as every real shape is).
+        let d: f64 = shape.iter().skip(1).map(|&d| d as f64).product();
+        (d / self.cfg.t_shift_base).sqrt()
     }
 }
 

@@ -16,9 +16,9 @@ pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LABEL_DROPOUT_STRE
 pub use probe::{ProbeMlp, ProbeMlpConfig};
 pub use weights::Weights;
 
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::Rngs;
 
 /// Optional conditioning passed to a backbone.
@@ -66,4 +66,56 @@ pub trait Backbone {
 
     /// The trainable parameters with their reference paths (`W1`, `blocks.0.attn.query.kernel`, ...).
     fn parameters(&self) -> Vec<(String, Tensor)>;
+}
+
+/// Errors unless `v` (the argument `name` of a backbone) has the network's float `kind`,
+/// lives on its `device` and holds only finite values.
+pub(crate) fn check_float_input(name: &str, v: &Tensor, kind: Kind, device: Device) -> Result<()> {
+    check_time_input(name, v, kind, device)?;
+    if v.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+        return Err(Error::invalid(name, "finite values", "NaN or infinity"));
+    }
+    Ok(())
+}
+
+/// Like [`check_float_input`] for a time-like input (`t`, `dt`), which may be infinite but
+/// not NaN: EDM feeds `c_noise = log(t)/4`, which is `-inf` at `t = 0`, and the reference
+/// then returns NaN (quirk Q12, a documented result).
+pub(crate) fn check_time_input(name: &str, v: &Tensor, kind: Kind, device: Device) -> Result<()> {
+    if v.kind() != kind {
+        return Err(Error::invalid(name, format!("dtype {kind:?} (that of the network's parameters)"), format!("{:?}", v.kind())));
+    }
+    if v.device() != device {
+        return Err(Error::invalid(name, format!("device {device:?} (that of the network's parameters)"), format!("{:?}", v.device())));
+    }
+    if v.f_isnan()?.f_any()?.f_int64_value(&[])? != 0 {
+        return Err(Error::invalid(name, "no NaN", "NaN"));
+    }
+    Ok(())
+}
+
+/// Errors unless the labels `y` are `[b]` integers on `device` within `0..=max` (quirk Q10:
+/// the reference reads a class table out of range and gets NaN; here it is an error).
+pub(crate) fn check_labels(y: &Tensor, b: i64, max: i64, device: Device) -> Result<()> {
+    if y.size() != [b] {
+        return Err(Error::invalid("y", format!("shape [{b}]"), format!("{:?}", y.size())));
+    }
+    if !matches!(y.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
+        return Err(Error::invalid("y", "integer class labels", format!("dtype {:?}", y.kind())));
+    }
+    if y.device() != device {
+        return Err(Error::invalid("y", format!("device {device:?} (that of the network's parameters)"), format!("{:?}", y.device())));
+    }
+    if b > 0 {
+        let lo = y.f_min()?.f_int64_value(&[])?;
+        let hi = y.f_max()?.f_int64_value(&[])?;
+        if lo < 0 || hi > max {
+            return Err(Error::invalid(
+                "y",
+                format!("class labels in 0..={max} ({max} is the null class; quirk Q10: the reference reads out of range and gets NaN)"),
+                format!("labels in [{lo}, {hi}]"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{Backbone, Cond, NetOutput};
+use super::{check_float_input, check_labels, check_time_input, Backbone, Cond, NetOutput};
 use crate::error::{Error, Result};
 use crate::rng::Rngs;
 
@@ -154,14 +154,21 @@ impl Backbone for ProbeMlp {
         if xs.len() < 2 || xs[xs.len() - 1] != self.cfg.channels {
             return Err(Error::invalid("x", format!("shape [B, ..., {}]", self.cfg.channels), format!("{xs:?}")));
         }
+        if b < 1 {
+            return Err(Error::invalid("x", "a batch of at least 1 example", format!("{xs:?}")));
+        }
+        let (kind, device) = (self.freqs.kind(), self.freqs.device());
+        check_float_input("x", x, kind, device)?;
         if t.size() != [b] {
             return Err(Error::invalid("t", format!("shape [{b}]"), format!("{:?}", t.size())));
         }
+        check_time_input("t", t, kind, device)?;
         let mut c = self.emb(t)?.f_matmul(self.p("Wt"))?;
         if let Some(dt) = cond.dt {
             if dt.size() != [b] {
                 return Err(Error::invalid("dt", format!("shape [{b}]"), format!("{:?}", dt.size())));
             }
+            check_time_input("dt", dt, kind, device)?;
             c = c.f_add(&self.emb(dt)?.f_matmul(self.p("Wd"))?)?;
         }
         if cond.gw.is_some() {
@@ -169,9 +176,7 @@ impl Backbone for ProbeMlp {
         }
         let y = match cond.y {
             Some(y) => {
-                if y.size() != [b] {
-                    return Err(Error::invalid("y", format!("shape [{b}]"), format!("{:?}", y.size())));
-                }
+                check_labels(y, b, NULL_CLASS, device)?;
                 y.f_to_kind(Kind::Int64)?
             }
             None => Tensor::f_full([b], NULL_CLASS, (Kind::Int64, x.device()))?,

@@ -17,7 +17,7 @@
 //!
 //! The `.npy` reader is strict: little-endian, C order, a plain dtype, and a payload of
 //! exactly the declared size (neither truncated nor padded). The golden harness reads
-//! its files through the same parser ([`parse_npy`]).
+//! its files through the same parser ([`crate::npy::parse_npy`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,56 +31,14 @@ pub const PARAM_PREFIX: &str = "param.";
 /// Prefix of a buffer's file or key (`buffer.<path>`).
 pub const BUFFER_PREFIX: &str = "buffer.";
 
-/// A parsed `.npy` file: its dtype string (`<f4`, `<i4`, `<u4`, ...), shape and raw payload.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NpyRaw<'a> {
-    /// The numpy type string of the elements (e.g. `<f4`).
-    pub dtype: String,
-    /// The shape (empty for a scalar).
-    pub shape: Vec<usize>,
-    /// The element bytes in C order, exactly `numel * 4` bytes long.
-    pub payload: &'a [u8],
-}
-
-/// Parses the bytes of a `.npy` file whose elements are 4-byte little-endian values
-/// (`<f4`, `<i4`, `<u4`): the header must parse, the dtype must be plain and 4 bytes wide,
-/// the order must be C, and the payload must hold exactly the declared number of elements.
-pub fn parse_npy(bytes: &[u8]) -> Result<NpyRaw<'_>> {
-    let bad = |msg: String| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg);
-    let mut cursor = bytes;
-    let header = npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| bad(format!("unreadable header ({e})")))?;
-    let npyz::DType::Plain(ts) = header.dtype() else {
-        return Err(bad("a structured or nested dtype".into()));
-    };
-    let dtype = ts.to_string();
-    if !matches!(dtype.as_str(), "<f4" | "<i4" | "<u4") {
-        return Err(bad(format!("dtype `{dtype}`")));
-    }
-    if header.order() != npyz::Order::C {
-        return Err(bad("fortran order".into()));
-    }
-    let mut n: u64 = 1;
-    let mut shape = Vec::new();
-    for &d in header.shape() {
-        n = n.checked_mul(d).ok_or_else(|| bad(format!("shape {:?} overflows", header.shape())))?;
-        shape.push(usize::try_from(d).map_err(|_| bad(format!("dimension {d} too large")))?);
-    }
-    let want = n.checked_mul(4).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-    if cursor.len() as u64 != want {
-        return Err(bad(format!("payload of {} bytes where shape {shape:?} needs {want} (truncated or padded file)", cursor.len())));
-    }
-    Ok(NpyRaw { dtype, shape, payload: cursor })
-}
-
-/// Reads a float32 `.npy` file (strictly, see [`parse_npy`]) into a tensor on `device`.
+/// Reads a float32 `.npy` file (strictly, see [`crate::npy::parse_npy`]) into a tensor on `device`.
 pub fn read_npy_f32(path: &Path, device: Device) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let raw = parse_npy(&bytes).map_err(|e| Error::invalid(path.display().to_string(), "a float32 .npy file", e))?;
-    if raw.dtype != "<f4" {
-        return Err(Error::invalid(path.display().to_string(), "a float32 (<f4) .npy file", format!("dtype {}", raw.dtype)));
-    }
-    let data: Vec<f32> = raw.payload.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let shape: Vec<i64> = raw.shape.iter().map(|&d| d as i64).collect();
+    let (shape, data) = crate::npy::parse_npy(&bytes).map_err(|e| Error::invalid(path.display().to_string(), "a float32 .npy file", e))?;
+    let crate::npy::NpyData::F32(data) = data else {
+        return Err(Error::invalid(path.display().to_string(), "a float32 (<f4) .npy file", "an int32 or uint32 file"));
+    };
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     Ok(Tensor::f_from_slice(&data)?.f_reshape(&shape)?.f_to_device(device)?)
 }
 
@@ -195,13 +153,20 @@ mod tests {
     }
 
     #[test]
-    fn parse_npy_accepts_exact_payload_and_refuses_truncated_or_padded() {
+    fn read_npy_f32_reads_exact_payloads_and_refuses_truncated_or_other_dtypes() {
+        let dir = std::env::temp_dir().join(format!("dspec-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let p: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let raw_bytes = npy("<f4", "(2,)", &p);
-        let r = parse_npy(&raw_bytes).unwrap();
-        assert_eq!((r.dtype.as_str(), r.shape.as_slice(), r.payload.len()), ("<f4", &[2usize][..], 8));
-        assert!(parse_npy(&npy("<f4", "(3,)", &p)).unwrap_err().to_string().contains("truncated or padded"));
-        assert!(parse_npy(&npy("<f8", "(1,)", &p)).unwrap_err().to_string().contains("dtype `<f8`"));
+        let write = |name: &str, bytes: Vec<u8>| {
+            let f = dir.join(name);
+            std::fs::write(&f, bytes).unwrap();
+            f
+        };
+        let t = read_npy_f32(&write("ok.npy", npy("<f4", "(2,)", &p)), Device::Cpu).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.0, 2.0]);
+        assert!(read_npy_f32(&write("short.npy", npy("<f4", "(3,)", &p)), Device::Cpu).is_err());
+        assert!(read_npy_f32(&write("int.npy", npy("<i4", "(2,)", &p)), Device::Cpu).unwrap_err().to_string().contains("float32"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

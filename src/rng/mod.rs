@@ -34,6 +34,11 @@ pub fn numel(shape: &[i64]) -> Result<usize> {
         let d = usize::try_from(d).map_err(|_| Error::invalid("shape", "non-negative dimensions", format!("{shape:?}")))?;
         n = n.checked_mul(d).ok_or_else(|| Error::invalid("shape", "a size that fits in memory", format!("{shape:?}")))?;
     }
+    // The draws are host vectors of up to 8-byte elements: a count past isize::MAX bytes
+    // would make `Vec` panic with "capacity overflow" instead of returning this error.
+    if n.checked_mul(8).is_none_or(|bytes| bytes > isize::MAX as usize) {
+        return Err(Error::invalid("shape", "a size that fits in memory", format!("{shape:?}")));
+    }
     Ok(n)
 }
 

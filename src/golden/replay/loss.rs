@@ -29,6 +29,9 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
     let iface = build::interface_on(case, opts.jvp, device)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
+    if c.shape.len() < 2 || c.shape.iter().any(|&d| d < 1) {
+        return Err(case.error(Some("case.json"), format!("`shape` {:?}: expected [B, ..., C] with at least 2 positive dimensions", c.shape)));
+    }
     let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
     let x = case.tensor("in.x", "<f4", Some(&shape), device)?;
     let y = case.opt_tensor("in.y", "<i4", Some(&shape[..1]), device)?;

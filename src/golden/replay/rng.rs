@@ -49,9 +49,24 @@ fn key_array(k: Key) -> Result<Array> {
     Array::u32(vec![2], k.data().to_vec())
 }
 
+/// Most elements (or keys) one call of a case may ask for: golden cases draw a few thousand,
+/// and a corrupted `shape` or `num` must not become an unbounded allocation.
+pub const MAX_CALL_ELEMENTS: usize = 1 << 24;
+
+fn bounded(what: String, n: usize) -> Result<usize> {
+    if n > MAX_CALL_ELEMENTS {
+        return Err(Error::invalid(what, format!("at most {MAX_CALL_ELEMENTS} elements in one call"), n));
+    }
+    Ok(n)
+}
+
 fn shape_of(call: &Call, i: usize) -> Result<(Vec<usize>, usize)> {
     let shape = call.shape.clone().ok_or_else(|| Error::invalid(format!("calls[{i}].shape"), "a shape", "none"))?;
-    let n = numel(&shape)?;
+    let n = numel(&shape).map_err(|e| match e {
+        Error::InvalidArgument { expected, got, .. } => Error::InvalidArgument { name: format!("calls[{i}].shape"), expected, got },
+        other => other,
+    })?;
+    let n = bounded(format!("calls[{i}].shape"), n)?;
     Ok((shape.iter().map(|&d| d as usize).collect(), n))
 }
 
@@ -77,6 +92,8 @@ fn draw(key: Key, mode: PrngMode, call: &Call, i: usize) -> Result<Array> {
         }
         "split" => {
             let num = call.num.ok_or_else(|| Error::invalid(format!("calls[{i}].num"), "a count", "none"))?;
+            // Also keeps the legacy split inside its uint32 iota (2 num < 2^32), where it would panic.
+            let num = bounded(format!("calls[{i}].num"), num)?;
             let keys = key.split_with(mode, num);
             Array::u32(vec![num, 2], keys.iter().flat_map(|k| k.data()).collect())
         }
