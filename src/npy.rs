@@ -258,9 +258,6 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, NpyData), String> {
     Ok((shape, data))
 }
 
-/// The validated top of a `case.json`: its `name`, its `kind` (as written; the caller maps
-/// it to a kind it knows) and the whole object.
-
 #[cfg(test)]
 mod tests {
     use super::*;

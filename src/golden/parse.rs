@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 /// Largest `case.json` text accepted, in bytes (the same bound as `Case::open`'s).
 pub const MAX_CASE_JSON_TEXT: usize = 1 << 20;
 
+/// The validated top of a `case.json`: its `name`, its `kind` (as written; the caller maps
+/// it to a kind it knows) and the whole object.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaseJson {
     /// `name`, equal to the directory name.
     pub name: String,
