@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tch::{Device, Tensor};
 
 use super::sit::check_common;
-use super::{bcast_right, check_data, check_time, mean_flat, Interface, LossOutput, TimeDist};
+use super::{bcast_right, check_data, check_time, mean_flat, Interface, LossOutput, TimeDist, sample_noise};
 use crate::error::{Error, Result};
 use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
@@ -134,7 +134,7 @@ impl Interface for Edm {
         self.cfg.train_time_dist_type.sample(batch, self.cfg.t_mu, self.cfg.t_sigma, rngs, device)
     }
     fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        Ok(rngs.normal("noise", shape, device)?.f_mul_scalar(self.cfg.n_sigma)?.f_add_scalar(self.cfg.n_mu)?)
+        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
     }
     fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
         Ok(x.f_add(&bcast_right(t, x.dim())?.f_mul(n)?)?)

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::sit::check_common;
-use super::{bcast_right, check_data, check_time, check_times, sum_flat, Interface, LossOutput, TimeDist};
+use super::{bcast_right, check_data, check_time, check_times, sum_flat, Interface, LossOutput, TimeDist, sample_noise, linear_path};
 use crate::error::{Error, Result};
 use crate::jvp::{jvp, JvpBackend};
 use crate::networks::{Backbone, Cond};
@@ -274,11 +274,10 @@ impl Interface for MeanFlow {
         self.cfg.train_time_dist_type.sample(batch, self.cfg.t_mu, self.cfg.t_sigma, rngs, device)
     }
     fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        Ok(rngs.normal("noise", shape, device)?.f_mul_scalar(self.cfg.n_sigma)?.f_add_scalar(self.cfg.n_mu)?)
+        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
     }
     fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let tb = bcast_right(t, x.dim())?;
-        Ok(tb.f_neg()?.f_add_scalar(1.0)?.f_mul(x)?.f_add(&tb.f_mul(n)?)?)
+        linear_path(x, n, t)
     }
     /// The instantaneous velocity `n - x` (the JVP target needs the network: see [`Interface::loss`]).
     fn target(&self, x: &Tensor, n: &Tensor, _t: &Tensor) -> Result<Tensor> {

@@ -175,6 +175,18 @@ pub fn t_shift(t: &Tensor, s: f64) -> Result<Tensor> {
     Ok(t.f_mul_scalar(s)?.f_div(&t.f_mul_scalar(s - 1.0)?.f_add_scalar(1.0)?)?)
 }
 
+/// Noise of `shape` from the `noise` stream: `N * n_sigma + n_mu` (every interface's
+/// `sample_n`).
+pub fn sample_noise(shape: &[i64], n_mu: f64, n_sigma: f64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+    Ok(rngs.normal("noise", shape, device)?.f_mul_scalar(n_sigma)?.f_add_scalar(n_mu)?)
+}
+
+/// The linear path `x_t = (1 - t) x + t n` (SiT and MeanFlow; noise at `t = 1`).
+pub fn linear_path(x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let tb = bcast_right(t, x.dim())?;
+    Ok(tb.f_neg()?.f_add_scalar(1.0)?.f_mul(x)?.f_add(&tb.f_mul(n)?)?)
+}
+
 /// Errors unless `batch >= 1`.
 pub fn check_batch(batch: i64) -> Result<()> {
     if batch < 1 {

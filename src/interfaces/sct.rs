@@ -65,7 +65,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::trigflow;
-use super::{bcast_right, check_data, check_time, Interface, LossOutput, TimeDist};
+use super::{bcast_right, check_data, check_time, Interface, LossOutput, TimeDist, sample_noise};
 use crate::error::{Error, Result};
 use crate::jvp::{jvp, JvpBackend};
 use crate::networks::{Backbone, Cond};
@@ -422,7 +422,7 @@ impl Interface for Sct {
         trigflow::time_from_sigma(&sigma, self.sigma_d())
     }
     fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        Ok(rngs.normal("noise", shape, device)?.f_mul_scalar(self.cfg.n_sigma)?.f_add_scalar(self.cfg.n_mu)?)
+        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
     }
     /// `x_t = cos(t) x + sin(t) sigma_d n` (Lu & Song 2024, §3).
     fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {

@@ -17,7 +17,7 @@
 use serde::Deserialize;
 use tch::{Device, Tensor};
 
-use super::{bcast_right, check_data, check_time, first_output, mean_flat, t_shift, Interface, LossOutput, TimeDist};
+use super::{bcast_right, check_data, check_time, first_output, mean_flat, t_shift, Interface, LossOutput, TimeDist, sample_noise, linear_path};
 use crate::error::{Error, Result};
 use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
@@ -126,11 +126,10 @@ impl Interface for SiT {
         self.cfg.train_time_dist_type.sample(batch, self.cfg.t_mu, self.cfg.t_sigma, rngs, device)
     }
     fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        Ok(rngs.normal("noise", shape, device)?.f_mul_scalar(self.cfg.n_sigma)?.f_add_scalar(self.cfg.n_mu)?)
+        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
     }
     fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        let tb = bcast_right(t, x.dim())?;
-        Ok(tb.f_neg()?.f_add_scalar(1.0)?.f_mul(x)?.f_add(&tb.f_mul(n)?)?)
+        linear_path(x, n, t)
     }
     fn target(&self, x: &Tensor, n: &Tensor, _t: &Tensor) -> Result<Tensor> {
         Ok(n.f_sub(x)?)
