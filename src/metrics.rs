@@ -161,7 +161,8 @@ mod tests {
         let far = energy_distance(&x, &y.f_mul_scalar(2.0).unwrap()).unwrap();
         assert!(far > 20.0 * same.abs(), "N(0, I) against N(0, 4I): {far}");
         let scaled = energy_distance(&x.f_mul_scalar(3.0).unwrap(), &y.f_mul_scalar(6.0).unwrap()).unwrap();
-        assert!((scaled - 3.0 * far).abs() < 1e-9 * scaled.abs().max(1.0), "{scaled} vs 3 x {far}");
+        // x 3 and x 6 are float32 products: equal up to float32 rounding.
+        assert!((scaled - 3.0 * far).abs() < 1e-5 * scaled.abs(), "{scaled} vs 3 x {far}");
         let sym = energy_distance(&y.f_mul_scalar(2.0).unwrap(), &x).unwrap();
         assert!((sym - far).abs() < 1e-9, "symmetry: {sym} vs {far}");
     }
