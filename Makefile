@@ -6,6 +6,8 @@
 #   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
 #   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
 #   make bench     criterion benchmarks
+#   make demo      train SiT / EDM / MeanFlow on a 2-D toy, sample with every sampler, score and plot
+#                  (examples/toy.rs; figures in target/demo/, the composite copied to docs/toy.png)
 #
 # libtorch 2.11.0 comes from PyPI's torch==2.11.0, installed once into a per-user
 # virtualenv cache ($(CACHE)), which tch's build finds via LIBTORCH_USE_PYTORCH=1.
@@ -30,7 +32,7 @@ endif
 # The spec environment, for tests that run the JAX exporter (skipped when absent).
 export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
 
-.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -80,6 +82,10 @@ fuzz:
 
 bench: torch-env
 	$(CARGO) bench
+
+demo: torch-env
+	$(CARGO) run --release --example toy
+	cp target/demo/toy.png docs/toy.png
 
 clean-env:
 	rm -rf $(TORCH_VENV) $(SPEC_VENV)

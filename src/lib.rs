@@ -7,7 +7,8 @@
 //! Layout (see `../shared/architecture.md`): the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
 //! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
-//! one file per sampler) — and the golden harness
+//! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
+//! Wasserstein) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
 //! `diffuse-spec` CLI drives. A user who trains with the crate never touches `golden`.
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod golden;
 pub mod interfaces;
 pub mod jvp;
+pub mod metrics;
 pub mod networks;
 pub mod npy;
 pub mod rng;
