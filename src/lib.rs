@@ -23,6 +23,7 @@ pub mod golden;
 pub mod interfaces;
 pub mod jvp;
 pub mod networks;
+pub mod precision;
 pub mod rng;
 pub mod samplers;
 
