@@ -139,7 +139,8 @@ def main():
                     help="CPU threads of every implementation (default 1: on a shared 2-core machine "
                          "a second thread mostly waits on other load)")
     ap.add_argument("--impls", default="crate,jax,torch")
-    ap.add_argument("--no-math-sit", action="store_true", help="skip the crate's SiT step with math attention")
+    ap.add_argument("--no-defaults", action="store_true",
+                    help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
     ap.add_argument("--json", help="write every timing and memory figure here")
     ap.add_argument("--crate-baseline", metavar="BINARY",
                     help="another build of examples/bench_step (e.g. before a change): its steps run as "
@@ -167,9 +168,11 @@ def main():
     if "crate" in impls:
         for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
             specs[("crate", it)] = [CRATE, "--interface", it] + crate_common
-        if not a.no_math_sit:
-            specs[("crate", "sit@math")] = [CRATE, "--interface", "sit", "--attention", "math"] + crate_common
-            specs[("crate", "net@math")] = [CRATE, "--interface", "net", "--attention", "math"] + crate_common
+        if not a.no_defaults:
+            # The crate's defaults: math attention, the reference's fast-variance LayerNorm.
+            ref = ["--attention", "math", "--layer-norm", "fast-variance"]
+            specs[("crate", "sit@defaults")] = [CRATE, "--interface", "sit"] + ref + crate_common
+            specs[("crate", "net@defaults")] = [CRATE, "--interface", "net"] + ref + crate_common
     if a.crate_baseline:
         for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
             specs[("base", it)] = [os.path.abspath(a.crate_baseline), "--interface", it] + crate_common
@@ -242,17 +245,17 @@ def main():
             f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]))
     print("meanflow/sit step-time ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in mf.items()))
     over = {}
-    for it, net in [("sit", "net"), ("edm", "net"), ("sit@math", "net@math")]:
+    for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults")]:
         s, b = g("crate", it), g("crate", net)
         if s == s and b == b:
             over[it] = {"step_ms": s, "net_ms": b, "overhead_pct": 100.0 * (s - b) / s}
     if over:
         print("interface overhead (crate step - bare DiT forward+backward on the same batch, % of step): "
               + "  ".join(f"{k} {v['overhead_pct']:+.1f}% ({v['step_ms']:.1f} vs {v['net_ms']:.1f} ms)" for k, v in over.items()))
-    if ("crate", "sit@math") in workers:
-        print(f"crate attention: sit fused {g('crate', 'sit'):.1f} ms vs math {g('crate', 'sit@math'):.1f} ms; "
-              f"bare net fused {g('crate', 'net'):.1f} vs math {g('crate', 'net@math'):.1f} ms "
-              "(MeanFlow always runs the math path)")
+    if ("crate", "sit@defaults") in workers:
+        print(f"crate speed options (fused attention and LayerNorm) vs defaults (math attention, fast-variance "
+              f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
+              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (MeanFlow: math attention, fused LayerNorm)")
     print()
     print(f"{'memory':<22}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
     for key, m in mem.items():

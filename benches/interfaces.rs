@@ -5,13 +5,15 @@
 //! - `dit-xl/cuda` and `dit-xl-bf16/cuda` (`bench-xl`: DiT-XL/2, 32x32x4, batch 256, float32
 //!   and bf16 autocast), only when libtorch sees a CUDA device.
 //!
-//! SiT, EDM and REPA use the fused attention, MeanFlow the math path (its JVP needs it).
+//! SiT, EDM and REPA use the fused attention, MeanFlow the math path (its JVP needs it); all
+//! use libtorch's fused LayerNorm (`LayerNorm::Fused`; the reference's fast-variance
+//! arithmetic is the crate's default).
 //! `benches/compare` times the same steps against JAX and PyTorch eager.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{sync, Config, Net, Step, TrainStep};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode};
@@ -21,25 +23,30 @@ use tch::Device;
 const STEPS: [Step; 5] = [Step::Sit, Step::Edm, Step::MeanFlowDb, Step::MeanFlowFad, Step::Repa];
 
 fn bench_one(c: &mut Criterion, cfg: Config, net: Net, step: Step, device: Device, bf16: bool, label: &str) {
-    let mut s = match TrainStep::new(cfg, net, step, device, None) {
+    let mut s = match TrainStep::new(cfg, net, step, device, None, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("skipping {}/{label}: {e}", step.name());
             return;
         }
     };
+    let run = |s: &mut TrainStep| {
+        let r = if bf16 { autocast_bf16(|| s.run()) } else { s.run() };
+        drop(black_box(r.expect("training step")));
+        sync(device);
+    };
+    // One untimed step sizes the measurement: 10 samples of one step each.
+    let t0 = Instant::now();
+    run(&mut s);
+    let took = t0.elapsed();
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
-    // One step per sample: a 10-sample linear sweep would take 55 steps.
+    // One step per sample (a 10-sample linear sweep would take 55 steps).
     g.sampling_mode(SamplingMode::Flat);
-    g.warm_up_time(Duration::from_millis(if device.is_cuda() { 2000 } else { 500 }));
-    g.measurement_time(Duration::from_secs(if net == Net::Probe { 1 } else { 3 }));
+    g.warm_up_time(took.max(Duration::from_millis(200)));
+    g.measurement_time((took * 12).max(Duration::from_millis(500)));
     g.bench_function(format!("{}/{label}", step.name()), |b| {
-        b.iter(|| {
-            let r = if bf16 { autocast_bf16(|| s.run()) } else { s.run() };
-            drop(black_box(r.expect("training step")));
-            sync(device);
-        })
+        b.iter(|| run(&mut s))
     });
     g.finish();
 }

@@ -1,12 +1,14 @@
 //! Samplers without gradients: one step (`sampler_step`) and a full 32-step run
 //! (`sampler_32`), named `<sampler>-<interface>/<backbone>/<device>`, on the probe and the
 //! `bench-s` DiT on CPU, and on the `bench-xl` DiT-XL/2 when libtorch sees a CUDA device.
-//! Unguided (scale 1), eval mode, fused attention.
+//! Unguided (scale 1), eval mode, fused attention and LayerNorm. Euler-Maruyama calls the network twice
+//! per step (drift = pred and score). About 7 minutes on 2 shared cores, most of it the
+//! DiT's 32-step runs; `cargo bench --bench samplers -- probe` runs the probe only.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{sync, Config, Net, SamplerBench, SamplerKind};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode};
@@ -21,10 +23,16 @@ fn bench(c: &mut Criterion, cfg: Config, net: Net, device: Device, label: &str) 
                 continue;
             }
         };
+        // One untimed step sizes the measurements: 10 samples of one call each.
+        let t0 = Instant::now();
+        drop(black_box(s.one_step().expect("sampler step")));
+        sync(device);
+        let step = t0.elapsed();
         let mut g = c.benchmark_group("sampler_step");
         g.sample_size(10);
-        g.warm_up_time(Duration::from_millis(300));
-        g.measurement_time(Duration::from_secs(1));
+        g.sampling_mode(SamplingMode::Flat);
+        g.warm_up_time(step.max(Duration::from_millis(100)));
+        g.measurement_time((step * 12).max(Duration::from_millis(500)));
         g.bench_function(format!("{}/{label}", kind.name()), |b| {
             b.iter(|| {
                 drop(black_box(s.one_step().expect("sampler step")));
@@ -35,8 +43,9 @@ fn bench(c: &mut Criterion, cfg: Config, net: Net, device: Device, label: &str) 
         let mut g = c.benchmark_group("sampler_32");
         g.sample_size(10);
         g.sampling_mode(SamplingMode::Flat);
-        g.warm_up_time(Duration::from_millis(300));
-        g.measurement_time(Duration::from_secs(if net == Net::Probe { 2 } else { 5 }));
+        // A 32-step run costs about 32 steps (Heun's exp grid takes 33, quirk Q4).
+        g.warm_up_time(step);
+        g.measurement_time((step * 33 * 10).max(Duration::from_millis(500)));
         g.bench_function(format!("{}/{label}", kind.name()), |b| {
             b.iter(|| {
                 drop(black_box(s.sample().expect("sampling")));

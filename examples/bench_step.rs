@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example bench_step -- --interface sit|edm|meanflow-db|meanflow-fad|repa|net|net-dt
 //!     [--config bench-s|bench-xl] [--device cpu|cuda] [--net dit|probe] [--attention math|fused]
+//!     [--layer-norm fused|fast-variance]
 //!     [--bf16] [--serve | --warmup N --steps N]
 //! ```
 //!
@@ -22,7 +23,7 @@ use std::time::Instant;
 
 use common::{sync, Config, Net, Step, TrainStep, H200_BF16_PEAK_TFLOPS};
 use diffuse_spec::golden::parse_device;
-use diffuse_spec::networks::Attention;
+use diffuse_spec::networks::{Attention, LayerNorm};
 use diffuse_spec::precision::autocast_bf16;
 use diffuse_spec::{Error, Result};
 use serde_json::json;
@@ -80,11 +81,18 @@ fn main() -> Result<()> {
         Some("fused") => Some(Attention::Fused),
         Some(o) => return Err(Error::invalid("--attention", "math or fused", o)),
     };
+    let layer_norm = match arg("--layer-norm").as_deref() {
+        None => None,
+        Some("fused") => Some(LayerNorm::Fused),
+        Some("fast-variance") => Some(LayerNorm::FastVariance),
+        Some(o) => return Err(Error::invalid("--layer-norm", "fused or fast-variance", o)),
+    };
     let bf16 = flag("--bf16");
-    let mut s = TrainStep::new(cfg, net, step, device, attention)?;
+    let mut s = TrainStep::new(cfg, net, step, device, attention, layer_norm)?;
     let info = json!({
         "impl": "crate", "interface": step.name(), "config": cfg.name(), "device": format!("{device:?}"),
-        "attention": s.attention.map(|a| format!("{a:?}").to_lowercase()), "bf16": bf16,
+        "attention": s.attention.map(|a| format!("{a:?}").to_lowercase()),
+        "layer_norm": s.layer_norm.map(|n| format!("{n:?}").to_lowercase()), "bf16": bf16,
         "threads": tch::get_num_threads(), "batch": cfg.batch(),
     });
     if flag("--serve") {

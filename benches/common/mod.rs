@@ -13,7 +13,7 @@
 
 use diffuse_spec::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, SiT, SiTConfig, TimeDist};
 use diffuse_spec::jvp::JvpBackend;
-use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::samplers::{Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, Model, SampleArgs, Sampler, SamplerConfig};
 use diffuse_spec::{Error, Result};
@@ -76,7 +76,8 @@ pub enum Step {
     Edm,
     MeanFlowDb,
     MeanFlowFad,
-    /// REPA around SiT (features of block `depth / 3`, DINOv2-B-sized targets).
+    /// REPA around SiT (features of block `depth / 3`; targets of 768 and a projector of hidden
+    /// 2048 on DiT-XL, 512 on bench-s, 64 / 64 on the probe).
     Repa,
     /// The bare network: forward on fixed `(x, t, y)`, `mean(out^2)`, gradients.
     Net,
@@ -145,6 +146,7 @@ pub struct TrainStep {
     pub y: Tensor,
     params: Vec<Tensor>,
     pub attention: Option<Attention>,
+    pub layer_norm: Option<LayerNorm>,
     pub tokens_per_example: i64,
     pub forward_flops_per_example: f64,
     seed: i64,
@@ -162,9 +164,11 @@ pub fn data(cfg: Config, device: Device) -> Result<(Tensor, Tensor)> {
 
 impl TrainStep {
     /// `attention`: `None` picks the fused kernel where the step allows it, else math.
-    pub fn new(cfg: Config, net: Net, step: Step, device: Device, attention: Option<Attention>) -> Result<TrainStep> {
+    /// `layer_norm`: `None` picks libtorch's fused LayerNorm.
+    pub fn new(cfg: Config, net: Net, step: Step, device: Device, attention: Option<Attention>, layer_norm: Option<LayerNorm>) -> Result<TrainStep> {
         let (x, y) = data(cfg, device)?;
         let dcfg = cfg.dit(step.takes_dt());
+        let mut ln = None;
         let (net_box, hidden, depth, att, tokens, flops): (Box<dyn Backbone>, i64, i64, Option<Attention>, i64, f64) = match net {
             Net::Probe => {
                 let p = ProbeMlp::init(ProbeMlpConfig { channels: dcfg.in_channels, hidden: 256, freqs: 8 }, 0, device)?;
@@ -174,6 +178,9 @@ impl TrainStep {
                 let d = Dit::init(dcfg.clone(), 0, device)?;
                 let a = attention.unwrap_or(if step.needs_math_attention() { Attention::Math } else { Attention::Fused });
                 d.set_attention(a);
+                let n = layer_norm.unwrap_or(LayerNorm::Fused);
+                d.set_layer_norm(n);
+                ln = Some(n);
                 (Box::new(d), dcfg.hidden_size, dcfg.depth, Some(a), dcfg.tokens(), dit_forward_flops(&dcfg))
             }
         };
@@ -183,7 +190,14 @@ impl TrainStep {
             Step::MeanFlowDb => Iface::Plain(Box::new(MeanFlow::new(meanflow_config(JvpBackend::DoubleBackward))?)),
             Step::MeanFlowFad => Iface::Plain(Box::new(MeanFlow::new(meanflow_config(JvpBackend::ForwardAd))?)),
             Step::Repa => {
-                let rc = RepaConfig { feature_dim: 768, repa_loss_weight: 0.5, repa_depth: (depth / 3).max(1), proj_dim: 2048 };
+                // REPA's projector (hidden 2048, DINOv2-B targets of 768) on DiT-XL; scaled down
+                // with the network elsewhere so that it does not dominate the step.
+                let (feature_dim, proj_dim) = match (net, cfg) {
+                    (Net::Probe, _) => (64, 64),
+                    (Net::Dit, Config::BenchS) => (768, 512),
+                    (Net::Dit, Config::BenchXl) => (768, 2048),
+                };
+                let rc = RepaConfig { feature_dim, repa_loss_weight: 0.5, repa_depth: (depth / 3).max(1), proj_dim };
                 let proj = Projector::init(&rc, hidden, 1, device)?;
                 let t = if net == Net::Probe { dcfg.input_size * dcfg.input_size } else { tokens };
                 let xf = Tensor::f_randn([cfg.batch(), t, rc.feature_dim], (Kind::Float, device))?;
@@ -199,7 +213,7 @@ impl TrainStep {
         if let Iface::Repa(r, _) = &iface {
             params.extend(r.parameters().into_iter().map(|(_, p)| p));
         }
-        Ok(TrainStep { step, net: net_box, iface, x, y, params, attention: att, tokens_per_example: tokens, forward_flops_per_example: flops, seed: 0 })
+        Ok(TrainStep { step, net: net_box, iface, x, y, params, attention: att, layer_norm: ln, tokens_per_example: tokens, forward_flops_per_example: flops, seed: 0 })
     }
 
     /// The scalar training loss of one step (graph attached), from fresh streams.
@@ -301,6 +315,7 @@ impl SamplerBench {
             Net::Dit => {
                 let d = Dit::init(dcfg, 0, device)?;
                 d.set_attention(Attention::Fused);
+                d.set_layer_norm(LayerNorm::Fused);
                 Box::new(d)
             }
         };
