@@ -88,6 +88,17 @@ class Worker:
         return statistics.median(self.times) if self.times else float("nan")
 
 
+H200_BF16_PEAK_TFLOPS = 790.0
+ARCH = {"bench-s": dict(D=192, T=64, L=6, P=16, F=256, M=768, B=16),
+        "bench-xl": dict(D=1152, T=256, L=28, P=16, F=256, M=4608, B=256)}
+
+
+def dit_forward_flops(D, T, L, P, F, M, n_emb):
+    """Analytic forward FLOPs of one example (as benches/common/mod.rs): matmuls only,
+    T L (8 D^2 + 4 D M + 4 T D) + 12 L D^2 + 4 T P D + 4 D^2 + n_emb 2 (F D + D^2)."""
+    return T * L * (8 * D * D + 4 * D * M + 4 * T * D) + 12 * L * D * D + 4 * T * P * D + 4 * D * D + n_emb * 2 * (F * D + D * D)
+
+
 def proc_kb(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -132,6 +143,7 @@ def main():
     ap.add_argument("--config", default="bench-s", choices=["bench-s", "bench-xl"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="CUDA bf16 autocast (crate and PyTorch)")
+    ap.add_argument("--batch", type=int, help="override the configuration's batch (crate and PyTorch)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per worker per round")
     ap.add_argument("--warmup", type=int, default=2)
@@ -148,6 +160,9 @@ def main():
     a = ap.parse_args()
     impls = a.impls.split(",")
     cuda = a.device.startswith("cuda")
+    if a.batch and "jax" in impls:
+        print("note: the JAX worker runs bench-s at its batch of 16 only; skipping it with --batch")
+        impls.remove("jax")
     if cuda and "jax" in impls:
         print("note: the JAX restatement is benched on CPU only (bench-s); skipping it on CUDA")
         impls.remove("jax")
@@ -161,8 +176,9 @@ def main():
                    XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if a.threads > 1 else 'false'} "
                              f"intra_op_parallelism_threads={a.threads}")
 
-    crate_common = ["--config", a.config, "--device", a.device, "--serve"] + (["--bf16"] if a.bf16 else [])
-    torch_common = ["--config", a.config, "--device", a.device, "--threads", n, "--serve"] + (["--bf16"] if a.bf16 else [])
+    extra = (["--bf16"] if a.bf16 else []) + (["--batch", str(a.batch)] if a.batch else [])
+    crate_common = ["--config", a.config, "--device", a.device, "--serve"] + extra
+    torch_common = ["--config", a.config, "--device", a.device, "--threads", n, "--serve"] + extra
     # rows: (row label, {impl: worker label}); workers: (impl, label) -> cmd
     specs = {}
     if "crate" in impls:
@@ -275,6 +291,22 @@ def main():
             ms[impl] = a_["step_kb"] / b_["step_kb"]
     if ms:
         print("meanflow/sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
+    if cuda:
+        arch = ARCH[a.config]
+        b = a.batch or arch["B"]
+        print(f"\nthroughput ({a.config}, batch {b}; model FLOPs: forward x3, MeanFlow x6; "
+              f"fraction of the H200's {H200_BF16_PEAK_TFLOPS:.0f} TFLOP/s bf16 peak)")
+        for key, w in workers.items():
+            it = key[1].split("@")[0]
+            if it in ("net",):
+                continue
+            mf = it.startswith("meanflow")
+            fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1)
+            fl *= b * (6.0 if mf else 3.0)
+            t = med[key] * 1e-3
+            tf = fl / t / 1e12
+            print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
+                  f"{100 * tf / H200_BF16_PEAK_TFLOPS:>6.1f}% of peak")
     print(f"load average: start {load0}, end {load1}")
     if a.json:
         with open(a.json, "w") as f:

@@ -12,8 +12,9 @@ Worker protocol (as examples/bench_step.rs --serve): ``{"ready": ...}`` after se
 ``warmup N`` / ``run N`` -> ``{"times_ms": [...]}``, ``trim`` (glibc malloc_trim, so that
 VmRSS measures live memory) -> ``{"trimmed": true}``, ``quit``.
 
-    python benches/torch_dit.py --interface sit|edm|meanflow [--device cpu|cuda] [--bf16]
-                                [--threads N] [--serve | --steps N]
+    python benches/torch_dit.py --interface sit|edm|meanflow [--config bench-s|bench-xl]
+                                [--device cpu|cuda] [--bf16] [--batch N] [--threads N]
+                                [--serve | --steps N]
 """
 from __future__ import annotations
 
@@ -185,6 +186,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=0, help="override the configuration's batch")
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
     a = ap.parse_args()
@@ -193,6 +195,7 @@ def main():
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     arch, batch = (BENCH_S, 16) if a.config == "bench-s" else (BENCH_XL, 256)
+    batch = a.batch or batch
     torch.manual_seed(0)
     net = DiT(**arch, take_dt=(a.interface == "meanflow")).to(dev)
     params = [p for p in net.parameters()]
@@ -219,7 +222,7 @@ def main():
         return out
 
     info = {"impl": "torch", "interface": a.interface, "torch": torch.__version__, "device": str(dev),
-            "threads": torch.get_num_threads(), "bf16": a.bf16}
+            "threads": torch.get_num_threads(), "bf16": a.bf16, "batch": batch}
     if not a.serve:
         run(1)
         res = {"info": info, "times_ms": run(a.steps)}

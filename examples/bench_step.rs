@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example bench_step -- --interface sit|edm|meanflow-db|meanflow-fad|repa|net|net-dt
 //!     [--config bench-s|bench-xl] [--device cpu|cuda] [--net dit|probe] [--attention math|fused]
-//!     [--layer-norm fused|fast-variance]
+//!     [--layer-norm fused|fast-variance] [--batch N]
 //!     [--bf16] [--serve | --warmup N --steps N]
 //! ```
 //!
@@ -21,7 +21,7 @@ mod common;
 use std::io::BufRead;
 use std::time::Instant;
 
-use common::{sync, Config, Net, Step, TrainStep, H200_BF16_PEAK_TFLOPS};
+use common::{sync, Config, Net, Step, StepOptions, TrainStep, H200_BF16_PEAK_TFLOPS};
 use diffuse_spec::golden::parse_device;
 use diffuse_spec::networks::{Attention, LayerNorm};
 use diffuse_spec::precision::autocast_bf16;
@@ -87,13 +87,20 @@ fn main() -> Result<()> {
         Some("fast-variance") => Some(LayerNorm::FastVariance),
         Some(o) => return Err(Error::invalid("--layer-norm", "fused or fast-variance", o)),
     };
+    let batch = match arg("--batch") {
+        None => None,
+        Some(b) => match b.parse::<i64>() {
+            Ok(b) if b >= 1 => Some(b),
+            _ => return Err(Error::invalid("--batch", "a positive batch size", b)),
+        },
+    };
     let bf16 = flag("--bf16");
-    let mut s = TrainStep::new(cfg, net, step, device, attention, layer_norm)?;
+    let mut s = TrainStep::new(cfg, net, step, device, StepOptions { attention, layer_norm, batch })?;
     let info = json!({
         "impl": "crate", "interface": step.name(), "config": cfg.name(), "device": format!("{device:?}"),
         "attention": s.attention.map(|a| format!("{a:?}").to_lowercase()),
         "layer_norm": s.layer_norm.map(|n| format!("{n:?}").to_lowercase()), "bf16": bf16,
-        "threads": tch::get_num_threads(), "batch": cfg.batch(),
+        "threads": tch::get_num_threads(), "batch": s.batch,
     });
     if flag("--serve") {
         println!("{}", json!({"ready": true, "info": info}));
@@ -122,8 +129,8 @@ fn main() -> Result<()> {
     time_steps(&mut s, warmup, device, bf16)?;
     let t = time_steps(&mut s, steps, device, bf16)?;
     let med = median(&t);
-    let b = cfg.batch();
-    let flops = s.step_flops(b);
+    let b = s.batch;
+    let flops = s.step_flops();
     let tflops = flops / (med * 1e-3) / 1e12;
     println!(
         "{}",

@@ -137,6 +137,17 @@ enum Iface {
     Net { t: Tensor, dt: Option<Tensor> },
 }
 
+/// Choices beyond the configuration; `Default` is what the benches use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepOptions {
+    /// `None`: fused where the step allows it (SiT, EDM, REPA), math for MeanFlow.
+    pub attention: Option<Attention>,
+    /// `None`: libtorch's fused LayerNorm.
+    pub layer_norm: Option<LayerNorm>,
+    /// `None`: the configuration's batch.
+    pub batch: Option<i64>,
+}
+
 /// Everything one training step needs, built once.
 pub struct TrainStep {
     pub step: Step,
@@ -144,6 +155,7 @@ pub struct TrainStep {
     iface: Iface,
     pub x: Tensor,
     pub y: Tensor,
+    pub batch: i64,
     params: Vec<Tensor>,
     pub attention: Option<Attention>,
     pub layer_norm: Option<LayerNorm>,
@@ -152,10 +164,14 @@ pub struct TrainStep {
     seed: i64,
 }
 
-/// The random data of one configuration: `x ~ N(0, 1)` `[B, H, W, 4]`, labels `0..B`.
+/// The random data of one configuration: `x ~ N(0, 1)` `[B, H, W, 4]`, labels `37 i mod 1000`.
 pub fn data(cfg: Config, device: Device) -> Result<(Tensor, Tensor)> {
+    data_with_batch(cfg, cfg.batch(), device)
+}
+
+/// [`data`] with another batch size.
+pub fn data_with_batch(cfg: Config, b: i64, device: Device) -> Result<(Tensor, Tensor)> {
     let d = cfg.dit(false);
-    let b = cfg.batch();
     let mut rngs = Rngs::new(&[("data", 7)])?;
     let x = rngs.normal("data", &[b, d.input_size, d.input_size, d.in_channels], device)?;
     let y = Tensor::f_arange(b, (Kind::Int64, device))?.f_mul_scalar(37)?.f_remainder(1000)?;
@@ -163,10 +179,10 @@ pub fn data(cfg: Config, device: Device) -> Result<(Tensor, Tensor)> {
 }
 
 impl TrainStep {
-    /// `attention`: `None` picks the fused kernel where the step allows it, else math.
-    /// `layer_norm`: `None` picks libtorch's fused LayerNorm.
-    pub fn new(cfg: Config, net: Net, step: Step, device: Device, attention: Option<Attention>, layer_norm: Option<LayerNorm>) -> Result<TrainStep> {
-        let (x, y) = data(cfg, device)?;
+    pub fn new(cfg: Config, net: Net, step: Step, device: Device, opts: StepOptions) -> Result<TrainStep> {
+        let StepOptions { attention, layer_norm, batch } = opts;
+        let batch = batch.unwrap_or(cfg.batch());
+        let (x, y) = data_with_batch(cfg, batch, device)?;
         let dcfg = cfg.dit(step.takes_dt());
         let mut ln = None;
         let (net_box, hidden, depth, att, tokens, flops): (Box<dyn Backbone>, i64, i64, Option<Attention>, i64, f64) = match net {
@@ -200,12 +216,12 @@ impl TrainStep {
                 let rc = RepaConfig { feature_dim, repa_loss_weight: 0.5, repa_depth: (depth / 3).max(1), proj_dim };
                 let proj = Projector::init(&rc, hidden, 1, device)?;
                 let t = if net == Net::Probe { dcfg.input_size * dcfg.input_size } else { tokens };
-                let xf = Tensor::f_randn([cfg.batch(), t, rc.feature_dim], (Kind::Float, device))?;
+                let xf = Tensor::f_randn([batch, t, rc.feature_dim], (Kind::Float, device))?;
                 Iface::Repa(Repa::new(rc, Box::new(SiT::new(SiTConfig::default())?), proj)?, xf)
             }
             Step::Net | Step::NetDt => {
-                let t = Tensor::f_full([cfg.batch()], 0.5, (Kind::Float, device))?;
-                let dt = if step == Step::NetDt { Some(Tensor::f_full([cfg.batch()], 0.25, (Kind::Float, device))?) } else { None };
+                let t = Tensor::f_full([batch], 0.5, (Kind::Float, device))?;
+                let dt = if step == Step::NetDt { Some(Tensor::f_full([batch], 0.25, (Kind::Float, device))?) } else { None };
                 Iface::Net { t, dt }
             }
         };
@@ -213,7 +229,7 @@ impl TrainStep {
         if let Iface::Repa(r, _) = &iface {
             params.extend(r.parameters().into_iter().map(|(_, p)| p));
         }
-        Ok(TrainStep { step, net: net_box, iface, x, y, params, attention: att, layer_norm: ln, tokens_per_example: tokens, forward_flops_per_example: flops, seed: 0 })
+        Ok(TrainStep { step, net: net_box, iface, x, y, batch, params, attention: att, layer_norm: ln, tokens_per_example: tokens, forward_flops_per_example: flops, seed: 0 })
     }
 
     /// The scalar training loss of one step (graph attached), from fresh streams.
@@ -243,8 +259,8 @@ impl TrainStep {
     }
 
     /// Model FLOPs of one step (see [`Step::forward_equivalents`]); 0 for the probe.
-    pub fn step_flops(&self, batch: i64) -> f64 {
-        self.forward_flops_per_example * batch as f64 * self.step.forward_equivalents()
+    pub fn step_flops(&self) -> f64 {
+        self.forward_flops_per_example * self.batch as f64 * self.step.forward_equivalents()
     }
 }
 
