@@ -6,6 +6,10 @@ benches/jax_step.py, benches/torch_dit.py, all with --serve). After a warm-up (w
 compiles JAX), rounds run ``--steps`` timed steps of every worker in turn (A B C A B C ...,
 the order rotated every round); the table reports medians over all timed steps.
 
+On CUDA the workers run one after the other instead (one device, no load to share; the
+caching allocators of live workers would starve each other), and a worker that fails (e.g.
+out of device memory) is reported and skipped.
+
 Memory, CPU: each worker is a fresh process per configuration. ``warm`` is its VmRSS after
 the warm-up and a glibc ``malloc_trim`` (live memory: parameters, data, libraries and code
 pages touched, JAX's compiled step); the high-water mark is then reset through
@@ -203,32 +207,53 @@ def main():
     print(f"# {a.config} on {a.device}{' bf16' if a.bf16 else ''}, {a.threads} thread(s) each, "
           f"{a.rounds} rounds x {a.steps} steps, {os.cpu_count()} cores, load average {load0}", flush=True)
     workers = {}
-    try:
+    mem = {}
+    failed = {}
+    if cuda:
+        # One GPU: the caching allocators of long-lived workers would keep their peak
+        # reservations and starve each other, and a dedicated device needs no interleaving
+        # against load. Each worker runs alone: start, warm up, all its steps, memory, quit.
         for key, cmd in specs.items():
-            workers[key] = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
-        for w in workers.values():
-            w.ready()
-        for key, w in workers.items():
-            t0 = time.time()
-            w.cmd_run(a.warmup, keep=False)
-            print(f"#   warm-up {key[0]}/{key[1]}: {time.time() - t0:.1f} s", flush=True)
-            w.trim()
-            if not reset_hwm(w.p.pid):
-                print(f"#   (could not reset VmHWM of {key[0]}/{key[1]}: its peak includes the warm-up)")
-        order = list(workers)
-        for r in range(a.rounds):
-            rot = order[r % len(order):] + order[:r % len(order)]
-            for key in rot:
-                workers[key].cmd_run(a.steps)
-            print(f"#   round {r + 1}/{a.rounds} done, load {loadavg()}", flush=True)
-        gpu_mem = nvidia_smi_mib() if cuda else {}
-        mem = {}
-        for key, w in workers.items():
-            mem[key] = {"setup_kb": w.setup_kb, "warm_kb": w.warm_kb, "peak_kb": proc_kb(w.p.pid, "VmHWM"),
-                        "gpu_mib": gpu_mem.get(w.p.pid), "cuda_max_allocated": w.extra.get("cuda_max_allocated_bytes")}
-    finally:
-        for w in workers.values():
-            w.close()
+            w = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
+            try:
+                w.ready()
+                w.cmd_run(a.warmup, keep=False)
+                w.cmd_run(a.rounds * a.steps)
+                gpu_mem = nvidia_smi_mib()
+                mem[key] = {"setup_kb": w.setup_kb, "warm_kb": w.warm_kb, "peak_kb": proc_kb(w.p.pid, "VmHWM"),
+                            "gpu_mib": gpu_mem.get(w.p.pid), "cuda_max_allocated": w.extra.get("cuda_max_allocated_bytes")}
+                workers[key] = w
+                print(f"#   {key[0]}/{key[1]}: median {w.median():.1f} ms", flush=True)
+            except SystemExit as e:
+                failed[key] = str(e).strip().splitlines()[-1][:200]
+                print(f"#   {key[0]}/{key[1]} failed: {failed[key]}", flush=True)
+            finally:
+                w.close()
+    else:
+        try:
+            for key, cmd in specs.items():
+                workers[key] = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
+            for w in workers.values():
+                w.ready()
+            for key, w in workers.items():
+                t0 = time.time()
+                w.cmd_run(a.warmup, keep=False)
+                print(f"#   warm-up {key[0]}/{key[1]}: {time.time() - t0:.1f} s", flush=True)
+                w.trim()
+                if not reset_hwm(w.p.pid):
+                    print(f"#   (could not reset VmHWM of {key[0]}/{key[1]}: its peak includes the warm-up)")
+            order = list(workers)
+            for r in range(a.rounds):
+                rot = order[r % len(order):] + order[:r % len(order)]
+                for key in rot:
+                    workers[key].cmd_run(a.steps)
+                print(f"#   round {r + 1}/{a.rounds} done, load {loadavg()}", flush=True)
+            for key, w in workers.items():
+                mem[key] = {"setup_kb": w.setup_kb, "warm_kb": w.warm_kb, "peak_kb": proc_kb(w.p.pid, "VmHWM"),
+                            "gpu_mib": None, "cuda_max_allocated": None}
+        finally:
+            for w in workers.values():
+                w.close()
     load1 = loadavg()
 
     med = {k: w.median() for k, w in workers.items()}
@@ -307,6 +332,8 @@ def main():
             tf = fl / t / 1e12
             print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
                   f"{100 * tf / H200_BF16_PEAK_TFLOPS:>6.1f}% of peak")
+    for key, why in failed.items():
+        print(f"failed: {key[0]}/{key[1]}: {why}")
     print(f"load average: start {load0}, end {load1}")
     if a.json:
         with open(a.json, "w") as f:
