@@ -3,13 +3,15 @@
 //!    `LD_LIBRARY_PATH`. torch-sys reports the directory it linked against as
 //!    `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` metadata).
 //! 2. Compiles `csrc/dual_level.cpp`, the shim that enters and leaves a forward-mode
-//!    AD level (used by the `ForwardAd` JVP backend).
+//!    AD level (used by the `ForwardAd` JVP backend), and `csrc/autocast.cpp`, which sets
+//!    the dtype of CUDA autocast (used by `precision::autocast_bf16`).
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/dual_level.cpp");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         println!("cargo:rustc-env=DIFFUSE_SPEC_LIBTORCH_LIB={dir}");
     }
-    cc::Build::new().cpp(true).pic(true).file("csrc/dual_level.cpp").compile("dspec_dual_level");
+    cc::Build::new().cpp(true).pic(true).file("csrc/dual_level.cpp").file("csrc/autocast.cpp").compile("dspec_dual_level");
 }

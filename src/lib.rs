@@ -26,6 +26,7 @@ pub mod jvp;
 pub mod metrics;
 pub mod networks;
 pub mod npy;
+pub mod precision;
 pub mod rng;
 pub mod samplers;
 

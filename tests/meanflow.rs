@@ -208,3 +208,56 @@ fn settings_are_validated() {
         assert!(MeanFlow::new(cfg).is_err());
     }
 }
+
+/// The forward-AD backend computes the tangent without autograd recording and `u` by a
+/// separate forward on a replay of the streams: on a DiT that draws label dropout in that
+/// forward, both backends must see the same draws, leave the same stream counters, and give
+/// the same loss, features and gradients.
+#[test]
+fn forward_ad_replays_the_networks_draws() {
+    use diffuse_spec::networks::{Dit, DitConfig};
+    let cfg = DitConfig {
+        input_size: 4,
+        patch_size: 2,
+        in_channels: 3,
+        hidden_size: 8,
+        depth: 2,
+        num_heads: 2,
+        freq_embed_size: 6,
+        // MeanFlow's null class is 1000 (Q10): the table needs its row.
+        num_classes: 1000,
+        class_dropout_prob: 0.5,
+        take_dt: true,
+        ..DitConfig::default()
+    };
+    let x = Tensor::randn([6, 4, 4, 3], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 10, 200, 3, 999, 0]);
+    let mut results = vec![];
+    for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+        let dit = Dit::init(cfg.clone(), 3, Device::Cpu).unwrap();
+        for (k, p) in dit.parameters() {
+            if k.contains("adaLN") || k.starts_with("final_layer") {
+                tch::no_grad(|| p.shallow_clone().copy_(&(p.randn_like() * 0.1)));
+            }
+        }
+        // kappa != 0: the network is back in train mode (and draws label dropout) in the JVP forward.
+        let mf = MeanFlow::new(MeanFlowConfig { jvp: backend, guidance_mixture_ratio: 0.5, fm_portion: 0.25, ..Default::default() }).unwrap();
+        let mut rngs = streams(30);
+        let o = mf.loss(&dit, &x, Some(&y), &mut rngs).unwrap();
+        assert_eq!(rngs.counter("label_dropout").unwrap(), 2, "cond drop + one DiT label dropout");
+        o.loss.mean(Kind::Float).backward();
+        let grads: Vec<Tensor> = dit.parameters().into_iter().map(|(_, p)| p.grad()).collect();
+        results.push((o.loss.detach(), o.features[1].detach(), grads));
+    }
+    let (a, b) = (&results[0], &results[1]);
+    assert!(rel(&a.0, &b.0) < 1e-5, "loss {}", rel(&a.0, &b.0));
+    assert!(rel(&a.1, &b.1) < 1e-6, "features {}", rel(&a.1, &b.1));
+    // Attention key biases have an exactly-zero true gradient (softmax ignores them): compare
+    // with a floor.
+    for (ga, gb) in a.2.iter().zip(&b.2) {
+        if ga.defined() {
+            let d = (ga - gb).abs().max().double_value(&[]);
+            assert!(d <= 1e-5 * ga.abs().max().double_value(&[]) + 1e-8, "{d}");
+        }
+    }
+}

@@ -21,6 +21,9 @@
 //!    draw fell below the ratio.
 //! 5. `(u, du/dt) = jvp((x_t, t, r) -> net(x_t, t, dt = t - r, y), (x_t, t, r), (v, 1, 0))`
 //!    (exact; [`JvpBackend`]), `target = stop_grad(v - clip(t - r, 0, 1) du/dt)` (eq. 10).
+//!    With [`JvpBackend::ForwardAd`] the tangent is computed without autograd recording and
+//!    `u` by a separate plain forward on the same draws (same numbers; about half the
+//!    step's peak memory, for the cost of that forward).
 //! 6. `l = sum over non-batch axes (u - target)^2`,
 //!    `loss = stop_grad(1 / (l + norm_eps)^norm_power) l` (the adaptive weight, eq. 14).
 //!
@@ -317,14 +320,41 @@ impl Interface for MeanFlow {
         let y = Self::labels(y, b, device)?;
         let v = self.guided_velocity(net, x, &n, &x_t, &t, &y, rngs)?;
         let (v, y) = self.cond_drop(x, &n, &v, &y, rngs)?;
-        let mut features = Vec::new();
-        let mut f = |p: &[Tensor]| -> Result<Tensor> {
-            let dt = p[1].f_sub(&p[2])?;
-            let o = net.forward(&p[0], &p[1], Cond { y: Some(&y), dt: Some(&dt), gw: None }, Some(&mut *rngs))?;
-            features = o.features;
-            Ok(o.out)
+        let primals = [x_t.shallow_clone(), t.shallow_clone(), r.shallow_clone()];
+        let tangents = [Some(v.shallow_clone()), Some(t.f_ones_like()?), None];
+        let (u, dudt, features) = match self.cfg.jvp {
+            JvpBackend::DoubleBackward => {
+                let mut features = Vec::new();
+                let mut f = |p: &[Tensor]| -> Result<Tensor> {
+                    let dt = p[1].f_sub(&p[2])?;
+                    let o = net.forward(&p[0], &p[1], Cond { y: Some(&y), dt: Some(&dt), gw: None }, Some(&mut *rngs))?;
+                    features = o.features;
+                    Ok(o.out)
+                };
+                let (u, dudt) = jvp(JvpBackend::DoubleBackward, &mut f, &primals, &tangents)?;
+                (u, dudt, features)
+            }
+            JvpBackend::ForwardAd => {
+                // The tangent only feeds the stop-gradient target, so it is computed without
+                // recording autograd (libtorch would otherwise keep the graph of every tangent
+                // op, about twice the forward's, alive through the loss). The network's draws
+                // (DiT label dropout) come from a copy of the streams; the primal `u` is then a
+                // plain forward with the streams themselves, which draws the same numbers and
+                // leaves the counters as one forward does.
+                let dudt = {
+                    let _ng = tch::no_grad_guard();
+                    let mut replay = rngs.fork();
+                    let mut f = |p: &[Tensor]| -> Result<Tensor> {
+                        let dt = p[1].f_sub(&p[2])?;
+                        Ok(net.forward(&p[0], &p[1], Cond { y: Some(&y), dt: Some(&dt), gw: None }, Some(&mut replay))?.out)
+                    };
+                    jvp(JvpBackend::ForwardAd, &mut f, &primals, &tangents)?.1
+                };
+                let dt = t.f_sub(&r)?;
+                let o = net.forward(&x_t, &t, Cond { y: Some(&y), dt: Some(&dt), gw: None }, Some(&mut *rngs))?;
+                (o.out, dudt, o.features)
+            }
         };
-        let (u, dudt) = jvp(self.cfg.jvp, &mut f, &[x_t.shallow_clone(), t.shallow_clone(), r.shallow_clone()], &[Some(v.shallow_clone()), Some(t.f_ones_like()?), None])?;
         let h = bcast_right(&t.f_sub(&r)?.f_clamp(0.0, 1.0)?, x.dim())?;
         let target = v.f_sub(&h.f_mul(&dudt)?)?.f_detach()?;
         let l = sum_flat(&u.f_sub(&target)?.f_square()?)?;

@@ -43,6 +43,9 @@
 //! - Attention runs on the plain math path (matmul + softmax) by default, so that forward-
 //!   mode AD and double backward work (MeanFlow's JVP needs them); [`Attention::Fused`]
 //!   switches to libtorch's `scaled_dot_product_attention` for speed.
+//! - LayerNorms use the reference's fast-variance arithmetic by default;
+//!   [`LayerNorm::Fused`] switches to libtorch's `layer_norm` kernel for speed (same function,
+//!   other rounding; it keeps forward-AD and double-backward support).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -297,6 +300,21 @@ pub enum Attention {
     Fused,
 }
 
+/// How the DiT's LayerNorms (no scale, no bias, eps 1e-6) are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerNorm {
+    /// The reference's arithmetic (Flax `use_fast_variance=True`): `var = max(0, E[x^2] -
+    /// E[x]^2)`, `(x - E[x]) * rsqrt(var + eps)`, as ten elementwise ops and reductions.
+    /// The default.
+    #[default]
+    FastVariance,
+    /// libtorch's fused `layer_norm` (one kernel forward and backward, with forward-AD and
+    /// double-backward formulas): the same function with the variance summed as
+    /// `E[(x - E[x])^2]`, so results differ from the reference by rounding (and are more
+    /// accurate where `|E[x]|` dwarfs the spread). For speed.
+    Fused,
+}
+
 /// The DiT; parameters are leaf tensors that require gradients.
 #[derive(Debug)]
 pub struct Dit {
@@ -305,6 +323,7 @@ pub struct Dit {
     pe: Tensor,
     train: Cell<bool>,
     attention: Cell<Attention>,
+    layer_norm: Cell<LayerNorm>,
 }
 
 impl Dit {
@@ -329,7 +348,7 @@ impl Dit {
             out.insert(name, p.f_to_kind(Kind::Float)?.f_detach()?.f_contiguous()?.set_requires_grad(true));
         }
         let pe = buffers[Dit::BUFFER_NAMES[0]].f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach()?;
-        Ok(Dit { cfg, params: out, pe, train: Cell::new(true), attention: Cell::new(Attention::Math) })
+        Ok(Dit { cfg, params: out, pe, train: Cell::new(true), attention: Cell::new(Attention::Math), layer_norm: Cell::new(LayerNorm::FastVariance) })
     }
 
     /// Builds the network from [`Weights`] (see [`Dit::from_params`]).
@@ -417,6 +436,23 @@ impl Dit {
         self.attention.set(a);
     }
 
+    /// How the LayerNorms are computed now.
+    pub fn layer_norm(&self) -> LayerNorm {
+        self.layer_norm.get()
+    }
+
+    /// Switches the LayerNorm implementation (see [`LayerNorm`]).
+    pub fn set_layer_norm(&self, n: LayerNorm) {
+        self.layer_norm.set(n);
+    }
+
+    fn ln(&self, x: &Tensor) -> Result<Tensor> {
+        match self.layer_norm.get() {
+            LayerNorm::FastVariance => layer_norm(x),
+            LayerNorm::Fused => Ok(x.f_layer_norm([self.cfg.hidden_size], None::<Tensor>, None::<Tensor>, LN_EPS, true)?),
+        }
+    }
+
     /// The parameters and buffers, e.g. to save them with [`Weights::write_safetensors`].
     pub fn weights(&self) -> Weights {
         Weights {
@@ -502,9 +538,9 @@ impl Dit {
     fn block(&self, i: i64, x: &Tensor, silu_c: &Tensor) -> Result<Tensor> {
         let pre = format!("blocks.{i}");
         let m = self.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(6, -1)?;
-        let a = self.attn(&format!("{pre}.attn"), &modulate(&layer_norm(x)?, &m[0], &m[1])?)?;
+        let a = self.attn(&format!("{pre}.attn"), &modulate(&self.ln(x)?, &m[0], &m[1])?)?;
         let x = x.f_add(&m[2].f_unsqueeze(1)?.f_mul(&a)?)?;
-        let h = self.mlp(&format!("{pre}.mlp"), &modulate(&layer_norm(&x)?, &m[3], &m[4])?)?;
+        let h = self.mlp(&format!("{pre}.mlp"), &modulate(&self.ln(&x)?, &m[3], &m[4])?)?;
         Ok(x.f_add(&m[5].f_unsqueeze(1)?.f_mul(&h)?)?)
     }
 
@@ -615,7 +651,7 @@ impl Backbone for Dit {
         }
 
         let m = self.linear("final_layer.adaLN_mod.layers.1", &silu_c)?.f_chunk(2, -1)?;
-        let o = self.linear("final_layer.linear", &modulate(&layer_norm(&h)?, &m[0], &m[1])?)?;
+        let o = self.linear("final_layer.linear", &modulate(&self.ln(&h)?, &m[0], &m[1])?)?;
         // Unpatchify: [B, g, g, p, p, C] -> [B, g, p, g, p, C] -> [B, H, W, C].
         let out = o.f_reshape([b, g, g, p, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, s, s, c])?;
         Ok(NetOutput { out, features })
@@ -778,6 +814,35 @@ mod tests {
         let o = d0.forward(&x, &t, Cond::labels(Some(&Tensor::from_slice(&[0i64, 5, -1]))), None).unwrap().out;
         let nan = o.isnan().any_dim(-1, false).any_dim(-1, false).any_dim(-1, false);
         assert_eq!(Vec::<bool>::try_from(&nan).unwrap(), vec![false, true, false]);
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_the_reference_arithmetic_and_supports_both_jvps() {
+        let cfg = DitConfig { take_dt: true, ..tiny() };
+        let (mut params, buffers) = weights(&cfg);
+        for (k, v) in params.iter_mut() {
+            if k.contains("adaLN") || k.starts_with("final_layer") {
+                *v = v.randn_like() * 0.1;
+            }
+        }
+        let dit = Dit::from_params(cfg, params, buffers).unwrap();
+        dit.set_train(false);
+        assert_eq!(dit.layer_norm(), LayerNorm::FastVariance);
+        let x = Tensor::randn([3, 4, 4, 3], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0.1f32, 0.5, 0.9]);
+        let cond = Cond { y: Some(&Tensor::from_slice(&[0i64, 4, 2])), dt: Some(&t), gw: None };
+        let a = dit.forward(&x, &t, cond, None).unwrap().out;
+        dit.set_layer_norm(LayerNorm::Fused);
+        let f = dit.forward(&x, &t, cond, None).unwrap().out;
+        assert!(a.allclose(&f, 1e-5, 1e-6, false));
+        // Both JVP backends run through the fused LayerNorm and agree.
+        let v = x.randn_like();
+        let mut g = |p: &[Tensor]| -> Result<Tensor> { Ok(dit.forward(&p[0], &p[1], cond, None)?.out) };
+        let primals = [x.shallow_clone(), t.shallow_clone()];
+        let tangents = [Some(v), Some(t.ones_like())];
+        let (_, db) = crate::jvp::jvp(crate::jvp::JvpBackend::DoubleBackward, &mut g, &primals, &tangents).unwrap();
+        let (_, fa) = crate::jvp::jvp(crate::jvp::JvpBackend::ForwardAd, &mut g, &primals, &tangents).unwrap();
+        assert!(db.allclose(&fa, 1e-4, 1e-5, false));
     }
 
     #[test]

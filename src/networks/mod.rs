@@ -12,7 +12,7 @@ mod dit;
 mod probe;
 pub mod weights;
 
-pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LABEL_DROPOUT_STREAM, LN_EPS};
+pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
 pub use probe::{ProbeMlp, ProbeMlpConfig};
 pub use weights::Weights;
 

@@ -1,0 +1,347 @@
+"""Driver of benches/compare: times one training step of the crate, the JAX restatement
+(jax.jit) and PyTorch eager on the same configuration and machine, interleaved.
+
+Each (implementation, interface) is a long-lived worker process (examples/bench_step.rs,
+benches/jax_step.py, benches/torch_dit.py, all with --serve). After a warm-up (which
+compiles JAX), rounds run ``--steps`` timed steps of every worker in turn (A B C A B C ...,
+the order rotated every round); the table reports medians over all timed steps.
+
+On CUDA the workers run one after the other instead (one device, no load to share; the
+caching allocators of live workers would starve each other), and a worker that fails (e.g.
+out of device memory) is reported and skipped.
+
+Memory, CPU: each worker is a fresh process per configuration. ``warm`` is its VmRSS after
+the warm-up and a glibc ``malloc_trim`` (live memory: parameters, data, libraries and code
+pages touched, JAX's compiled step); the high-water mark is then reset through
+/proc/PID/clear_refs, so ``peak`` (VmHWM over the timed rounds) excludes JAX's compilation;
+``step`` = peak - warm, the transient memory of one step (activations, gradients). CUDA: the device memory of the
+process from nvidia-smi after the rounds (the caching allocators keep their peak
+reservation), and torch.cuda.max_memory_allocated for PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("CACHE", os.path.expanduser("~/.cache/diffuse-spec"))
+JAX_PY = os.environ.get("DIFFUSE_SPEC_PYTHON", os.path.join(CACHE, "jax-0.5.1/bin/python"))
+TORCH_PY = os.environ.get("TORCH_PYTHON", os.path.join(CACHE, "torch-2.11.0/bin/python"))
+CRATE = os.path.join(ROOT, "target/release/examples/bench_step")
+
+
+class Worker:
+    def __init__(self, impl, label, cmd, env):
+        self.impl, self.label, self.cmd = impl, label, cmd
+        self.p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.times: list[float] = []
+        self.info = None
+        self.setup_kb = None
+        self.warm_kb = None
+        self.extra = {}
+
+    def read(self):
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                err = self.p.stderr.read()
+                raise SystemExit(f"worker {self.impl}/{self.label} died: {' '.join(self.cmd)}\n{err[-3000:]}")
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ready(self):
+        msg = self.read()
+        self.info = msg.get("info")
+        self.setup_kb = proc_kb(self.p.pid, "VmRSS")
+
+    def trim(self):
+        self.p.stdin.write("trim\n")
+        self.p.stdin.flush()
+        self.read()
+        self.warm_kb = proc_kb(self.p.pid, "VmRSS")
+
+    def cmd_run(self, n, keep=True):
+        self.p.stdin.write(f"run {n}\n")
+        self.p.stdin.flush()
+        msg = self.read()
+        if "error" in msg:
+            raise SystemExit(f"{self.impl}/{self.label}: {msg['error']}")
+        if keep:
+            self.times.extend(msg["times_ms"])
+        for k, v in msg.items():
+            if k != "times_ms":
+                self.extra[k] = v
+        return msg["times_ms"]
+
+    def close(self):
+        try:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.flush()
+            self.p.wait(timeout=30)
+        except Exception:
+            self.p.kill()
+
+    def median(self):
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+H200_BF16_PEAK_TFLOPS = 790.0
+ARCH = {"bench-s": dict(D=192, T=64, L=6, P=16, F=256, M=768, B=16),
+        "bench-xl": dict(D=1152, T=256, L=28, P=16, F=256, M=4608, B=256)}
+
+
+def dit_forward_flops(D, T, L, P, F, M, n_emb):
+    """Analytic forward FLOPs of one example (as benches/common/mod.rs): matmuls only,
+    T L (8 D^2 + 4 D M + 4 T D) + 12 L D^2 + 4 T P D + 4 D^2 + n_emb 2 (F D + D^2)."""
+    return T * L * (8 * D * D + 4 * D * M + 4 * T * D) + 12 * L * D * D + 4 * T * P * D + 4 * D * D + n_emb * 2 * (F * D + D * D)
+
+
+def proc_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm(pid):
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def nvidia_smi_mib():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    res = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit():
+            res[int(parts[0])] = float(parts[1])
+    return res
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="bench-s", choices=["bench-s", "bench-xl"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="CUDA bf16 autocast (crate and PyTorch)")
+    ap.add_argument("--batch", type=int, help="override the configuration's batch (crate and PyTorch)")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per worker per round")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads of every implementation (default 1: on a shared 2-core machine "
+                         "a second thread mostly waits on other load)")
+    ap.add_argument("--impls", default="crate,jax,torch")
+    ap.add_argument("--no-defaults", action="store_true",
+                    help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
+    ap.add_argument("--json", help="write every timing and memory figure here")
+    ap.add_argument("--crate-baseline", metavar="BINARY",
+                    help="another build of examples/bench_step (e.g. before a change): its steps run as "
+                         "implementation `base`, interleaved with the others, and are printed beside the crate's")
+    a = ap.parse_args()
+    impls = a.impls.split(",")
+    cuda = a.device.startswith("cuda")
+    if a.batch and "jax" in impls:
+        print("note: the JAX worker runs bench-s at its batch of 16 only; skipping it with --batch")
+        impls.remove("jax")
+    if cuda and "jax" in impls:
+        print("note: the JAX restatement is benched on CPU only (bench-s); skipping it on CUDA")
+        impls.remove("jax")
+    if a.config == "bench-xl" and not cuda:
+        raise SystemExit("bench-xl (DiT-XL/2, batch 256) runs on CUDA only")
+
+    env = dict(os.environ)
+    n = str(a.threads)
+    env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
+    jax_env = dict(env, JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false",
+                   XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if a.threads > 1 else 'false'} "
+                             f"intra_op_parallelism_threads={a.threads}")
+
+    extra = (["--bf16"] if a.bf16 else []) + (["--batch", str(a.batch)] if a.batch else [])
+    crate_common = ["--config", a.config, "--device", a.device, "--serve"] + extra
+    torch_common = ["--config", a.config, "--device", a.device, "--threads", n, "--serve"] + extra
+    # rows: (row label, {impl: worker label}); workers: (impl, label) -> cmd
+    specs = {}
+    if "crate" in impls:
+        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+            specs[("crate", it)] = [CRATE, "--interface", it] + crate_common
+        if not a.no_defaults:
+            # The crate's defaults: math attention, the reference's fast-variance LayerNorm.
+            ref = ["--attention", "math", "--layer-norm", "fast-variance"]
+            specs[("crate", "sit@defaults")] = [CRATE, "--interface", "sit"] + ref + crate_common
+            specs[("crate", "net@defaults")] = [CRATE, "--interface", "net"] + ref + crate_common
+    if a.crate_baseline:
+        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+            specs[("base", it)] = [os.path.abspath(a.crate_baseline), "--interface", it] + crate_common
+    if "jax" in impls:
+        for it in ["sit", "edm", "meanflow"]:
+            specs[("jax", it)] = [JAX_PY, "benches/jax_step.py", "--interface", it, "--serve"]
+    if "torch" in impls:
+        for it in ["sit", "edm", "meanflow"]:
+            specs[("torch", it)] = [TORCH_PY, "benches/torch_dit.py", "--interface", it] + torch_common
+
+    load0 = loadavg()
+    print(f"# {a.config} on {a.device}{' bf16' if a.bf16 else ''}, {a.threads} thread(s) each, "
+          f"{a.rounds} rounds x {a.steps} steps, {os.cpu_count()} cores, load average {load0}", flush=True)
+    workers = {}
+    mem = {}
+    failed = {}
+    if cuda:
+        # One GPU: the caching allocators of long-lived workers would keep their peak
+        # reservations and starve each other, and a dedicated device needs no interleaving
+        # against load. Each worker runs alone: start, warm up, all its steps, memory, quit.
+        for key, cmd in specs.items():
+            w = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
+            try:
+                w.ready()
+                w.cmd_run(a.warmup, keep=False)
+                w.cmd_run(a.rounds * a.steps)
+                gpu_mem = nvidia_smi_mib()
+                mem[key] = {"setup_kb": w.setup_kb, "warm_kb": w.warm_kb, "peak_kb": proc_kb(w.p.pid, "VmHWM"),
+                            "gpu_mib": gpu_mem.get(w.p.pid), "cuda_max_allocated": w.extra.get("cuda_max_allocated_bytes")}
+                workers[key] = w
+                print(f"#   {key[0]}/{key[1]}: median {w.median():.1f} ms", flush=True)
+            except SystemExit as e:
+                failed[key] = str(e).strip().splitlines()[-1][:200]
+                print(f"#   {key[0]}/{key[1]} failed: {failed[key]}", flush=True)
+            finally:
+                w.close()
+    else:
+        try:
+            for key, cmd in specs.items():
+                workers[key] = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
+            for w in workers.values():
+                w.ready()
+            for key, w in workers.items():
+                t0 = time.time()
+                w.cmd_run(a.warmup, keep=False)
+                print(f"#   warm-up {key[0]}/{key[1]}: {time.time() - t0:.1f} s", flush=True)
+                w.trim()
+                if not reset_hwm(w.p.pid):
+                    print(f"#   (could not reset VmHWM of {key[0]}/{key[1]}: its peak includes the warm-up)")
+            order = list(workers)
+            for r in range(a.rounds):
+                rot = order[r % len(order):] + order[:r % len(order)]
+                for key in rot:
+                    workers[key].cmd_run(a.steps)
+                print(f"#   round {r + 1}/{a.rounds} done, load {loadavg()}", flush=True)
+            for key, w in workers.items():
+                mem[key] = {"setup_kb": w.setup_kb, "warm_kb": w.warm_kb, "peak_kb": proc_kb(w.p.pid, "VmHWM"),
+                            "gpu_mib": None, "cuda_max_allocated": None}
+        finally:
+            for w in workers.values():
+                w.close()
+    load1 = loadavg()
+
+    med = {k: w.median() for k, w in workers.items()}
+
+    def g(impl, it):
+        return med.get((impl, it), float("nan"))
+
+    print()
+    print(f"{'interface':<14}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'ratio':>8}")
+    rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-db", "meanflow-db", "meanflow"),
+            ("meanflow-fad", "meanflow-fad", "meanflow")]
+    table = []
+    for label, cit, oit in rows:
+        c, j, t = g("crate", cit), g("jax", oit), g("torch", oit)
+        others = [v for v in (j, t) if v == v]
+        ratio = c / min(others) if others else float("nan")
+        table.append({"interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t, "ratio": ratio})
+        print(f"{label:<14}{c:>10.1f}{j:>10.1f}{t:>10.1f}{ratio:>8.2f}")
+    print("(ratio = crate / min(jax, torch); meanflow rows: the crate's JVP backend vs each "
+          "implementation's one MeanFlow step; jax: jax.jvp, torch: torch.func.jvp)")
+    print()
+    mf = {
+        "crate-db": g("crate", "meanflow-db") / g("crate", "sit"),
+        "crate-fad": g("crate", "meanflow-fad") / g("crate", "sit"),
+        "jax": g("jax", "meanflow") / g("jax", "sit"),
+        "torch": g("torch", "meanflow") / g("torch", "sit"),
+    }
+    if a.crate_baseline:
+        print("crate vs baseline build (step ms, crate/base): " + "  ".join(
+            f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]))
+    print("meanflow/sit step-time ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in mf.items()))
+    over = {}
+    for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults")]:
+        s, b = g("crate", it), g("crate", net)
+        if s == s and b == b:
+            over[it] = {"step_ms": s, "net_ms": b, "overhead_pct": 100.0 * (s - b) / s}
+    if over:
+        print("interface overhead (crate step - bare DiT forward+backward on the same batch, % of step): "
+              + "  ".join(f"{k} {v['overhead_pct']:+.1f}% ({v['step_ms']:.1f} vs {v['net_ms']:.1f} ms)" for k, v in over.items()))
+    if ("crate", "sit@defaults") in workers:
+        print(f"crate speed options (fused attention and LayerNorm) vs defaults (math attention, fast-variance "
+              f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
+              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (MeanFlow: math attention, fused LayerNorm)")
+    print()
+    print(f"{'memory':<22}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
+    for key, m in mem.items():
+        s, wm, p = (m[k] or 0 for k in ("setup_kb", "warm_kb", "peak_kb"))
+        m["step_kb"] = p - wm
+        line = f"{key[0] + '/' + key[1]:<22}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
+        if cuda:
+            ga, ma = m["gpu_mib"], m["cuda_max_allocated"]
+            line += f"{ga if ga is not None else float('nan'):>10.0f}{(ma / 2**20) if ma else float('nan'):>14.0f}"
+        print(line)
+    ms = {}
+    for impl, pairs in [("crate-db", ("meanflow-db", "sit")), ("crate-fad", ("meanflow-fad", "sit")),
+                        ("jax", ("meanflow", "sit")), ("torch", ("meanflow", "sit"))]:
+        base = impl.split("-")[0]
+        a_, b_ = mem.get((base, pairs[0])), mem.get((base, pairs[1]))
+        if a_ and b_ and b_.get("step_kb"):
+            ms[impl] = a_["step_kb"] / b_["step_kb"]
+    if ms:
+        print("meanflow/sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
+    if cuda:
+        arch = ARCH[a.config]
+        b = a.batch or arch["B"]
+        print(f"\nthroughput ({a.config}, batch {b}; model FLOPs: forward x3, MeanFlow x6; "
+              f"fraction of the H200's {H200_BF16_PEAK_TFLOPS:.0f} TFLOP/s bf16 peak)")
+        for key, w in workers.items():
+            it = key[1].split("@")[0]
+            if it in ("net",):
+                continue
+            mf = it.startswith("meanflow")
+            fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1)
+            fl *= b * (6.0 if mf else 3.0)
+            t = med[key] * 1e-3
+            tf = fl / t / 1e12
+            print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
+                  f"{100 * tf / H200_BF16_PEAK_TFLOPS:>6.1f}% of peak")
+    for key, why in failed.items():
+        print(f"failed: {key[0]}/{key[1]}: {why}")
+    print(f"load average: start {load0}, end {load1}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "load": [load0, load1], "table": table, "meanflow_over_sit": mf, "meanflow_over_sit_memory": ms,
+                       "overhead": over, "memory": {f"{k[0]}/{k[1]}": v for k, v in mem.items()},
+                       "times_ms": {f"{k[0]}/{k[1]}": w.times for k, w in workers.items()},
+                       "info": {f"{k[0]}/{k[1]}": w.info for k, w in workers.items()}}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

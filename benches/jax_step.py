@@ -1,0 +1,109 @@
+"""One training step of the JAX restatement (spec/diffuse_spec_ref) under jax.jit, for
+benches/compare: the spec's FunctionalDiT and interfaces, ``jax.jit(jax.value_and_grad(
+mean loss))`` over the DiT's parameters, on the bench-s configuration (DiT 16x16x4, patch 2,
+hidden 192, depth 6, 3 heads, batch 16, float32).
+
+Worker protocol (as examples/bench_step.rs --serve): prints ``{"ready": ...}`` after setup,
+then answers ``warmup N`` / ``run N`` with ``{"times_ms": [...]}``, ``trim`` (glibc
+malloc_trim, so that VmRSS measures live memory) with ``{"trimmed": true}``, and stops at
+``quit``.
+Each step gets fresh streams from a traced seed (so XLA cannot constant-fold the draws).
+
+    python benches/jax_step.py --interface sit|edm|meanflow [--serve | --steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "spec"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from diffuse_spec_ref.interfaces.edm import EDMInterface  # noqa: E402
+from diffuse_spec_ref.interfaces.meanflow import MeanFlowInterface  # noqa: E402
+from diffuse_spec_ref.interfaces.sit import SiTInterface  # noqa: E402
+from diffuse_spec_ref.networks.dit import FunctionalDiT, init_dit  # noqa: E402
+
+BENCH_S = dict(input_size=16, patch_size=2, in_channels=4, hidden_size=192, depth=6, num_heads=3,
+               mlp_ratio=4.0, continuous_time_embed=False, freq_embed_size=256, num_classes=1000,
+               class_dropout_prob=0.1, enable_dropout=True, take_gw=False)
+BATCH = 16
+
+
+def build(kind: str):
+    cfg = dict(BENCH_S, take_dt=(kind == "meanflow"))
+    params, buffers = init_dit(0, cfg)
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    buffers = {k: jnp.asarray(v) for k, v in buffers.items()}
+    kx, _ = jax.random.split(jax.random.key(7))
+    s = cfg["input_size"]
+    x = jax.random.normal(kx, (BATCH, s, s, cfg["in_channels"]), dtype=jnp.float32)
+    y = (jnp.arange(BATCH, dtype=jnp.int32) * 37) % 1000
+
+    def loss_fn(params, x, y, seed):
+        k = jax.random.split(jax.random.key(seed), 3)
+        rngs = nnx.Rngs(time=k[0], noise=k[1], label_dropout=k[2])
+        net = FunctionalDiT(cfg, params, buffers, rngs=rngs, training=True)
+        if kind == "sit":
+            iface = SiTInterface(net, "uniform", rngs=rngs)
+        elif kind == "edm":
+            iface = EDMInterface(net, "lognormal", t_mu=-1.2, t_sigma=1.2, rngs=rngs)
+        elif kind == "meanflow":
+            iface = MeanFlowInterface(net, "uniform", rngs=rngs)
+        else:
+            raise SystemExit(f"unknown interface {kind}")
+        return jnp.mean(iface(x, y=y)["loss"])
+
+    step = jax.jit(jax.value_and_grad(loss_fn))
+    return step, params, x, y
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--interface", default="sit")
+    ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--steps", type=int, default=5)
+    a = ap.parse_args()
+    step, params, x, y = build(a.interface)
+    seed = [0]
+
+    def run(n):
+        out = []
+        for _ in range(n):
+            seed[0] += 1
+            t0 = time.perf_counter()
+            loss, grads = step(params, x, y, jnp.uint32(seed[0]))
+            jax.block_until_ready((loss, grads))
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    info = {"impl": "jax", "interface": a.interface, "jax": jax.__version__,
+            "device": str(jax.devices()[0]), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    if not a.serve:
+        run(1)
+        print(json.dumps({"info": info, "times_ms": run(a.steps)}))
+        return
+    print(json.dumps({"ready": True, "info": info}), flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts or parts[0] == "quit":
+            break
+        if parts[0] in ("run", "warmup"):
+            print(json.dumps({"times_ms": run(int(parts[1]))}), flush=True)
+        elif parts[0] == "trim":
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            print(json.dumps({"trimmed": True}), flush=True)
+        else:
+            print(json.dumps({"error": f"unknown command {line!r}"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
