@@ -68,7 +68,7 @@ fixtures: spec-env build
 manifest: build
 	./target/release/diffuse-spec manifest fixtures
 
-# The fuzz targets include the pure parsers (src/golden/parse.rs) without libtorch.
+# The fuzz targets include the pure parsers (src/npy.rs, src/golden/parse.rs) without libtorch.
 # cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them.
 FUZZ_SECONDS ?= 120
 fuzz:

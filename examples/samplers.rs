@@ -1,4 +1,4 @@
-//! Sampling with each sampler: the code of `docs/samplers.md` (a test checks that every
+//! Sampling with each sampler: the code of the README's "Sampling with each sampler" (a test checks that every
 //! snippet there appears here verbatim). Run with `cargo run --example samplers`.
 
 use diffuse_spec::interfaces::{Edm, EdmConfig, Interface, SiT, SiTConfig};

@@ -14,7 +14,7 @@
 //!   `dt` input), built on a tch `VarStore` so that `nn::Adam` trains it;
 //! - each sampler through `Sampler::sample(rngs, Model { interface, net }, noise, ...)`,
 //!   including MeanFlow's one-step Euler-jump, and the named corrections the demo needs
-//!   where a reference quirk would make a sampler meaningless (see `docs/demo.md`);
+//!   where a reference quirk would make a sampler meaningless (see the README's demo section);
 //! - `diffuse_spec::metrics`: energy distance and sliced Wasserstein distance, with plain
 //!   Gaussian noise as the floor.
 
@@ -680,7 +680,7 @@ fn main() -> Result<()> {
             ok = false;
         }
     }
-    // MeanFlow's one step against SiT's Heun: reported, not enforced (see docs/demo.md).
+    // MeanFlow's one step against SiT's Heun: reported, not enforced (see the README's demo section).
     let find = |i: &str, s: &str| rows.iter().find(|r| r.interface == i && r.sampler == s).map(|r| r.energy);
     if let (Some(one), Some(reference), Some(true_heun)) = (find("MeanFlow", "Euler-jump, 1 step"), find("SiT", "Heun (reference)"), find("SiT", "Heun (true)")) {
         println!(
