@@ -6,7 +6,7 @@
 #   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
 #   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
 #   make bench     criterion benchmarks
-#   make demo      train SiT / EDM / MeanFlow on a 2-D toy, sample with every sampler, score and plot
+#   make demo      train SiT / EDM / MeanFlow / sCT on a 2-D toy, sample with every sampler, score and plot
 #                  (examples/toy.rs; figures in target/demo/, the composite copied to docs/toy.png)
 #
 # libtorch 2.11.0 comes from PyPI's torch==2.11.0, installed once into a per-user

@@ -54,8 +54,8 @@
 //! `pred(x_t, t) = f(x_t, t) = cos(t) x_t - sin(t) sigma_d F(x_t / sigma_d, t)`, the
 //! consistency function (§3; the reference's docstring "x = D"); `f(x, 0) = x`. `score` is
 //! refused ([`Error::Unsupported`]), as the reference raises. Sampling:
-//! [`sample_one_step`] and [`sample_multistep`] (they live here until the crate has a
-//! `samplers` module, where they belong as `samplers/consistency.rs`).
+//! [`sample_one_step`] and [`sample_multistep`] (free functions beside the interface: the
+//! `Sampler` trait is the reference's ODE/SDE loop, which consistency sampling does not follow).
 //! Coefficients: `c_in = 1 / sigma_d`, `c_skip = cos(t)`, `c_out = -sigma_d sin(t)`,
 //! `c_noise = t`.
 
@@ -460,7 +460,9 @@ fn check_noise(noise: &Tensor, y: Option<&Tensor>) -> Result<i64> {
 /// `noise` is unit Gaussian `[B, ...]` (float32), scaled here by `sigma_d`. Works for any
 /// TrigFlow consistency model (`iface` is an [`Sct`] or the `Sct` inside an `Scd`).
 ///
-/// (Belongs in `samplers/consistency.rs` once the crate has a samplers module.)
+/// A free function rather than a [`crate::samplers::Sampler`]: that trait is the reference's
+/// ODE/SDE loop (its time grids, the noise scaled by the grid's first point, a last step that
+/// never calls the model), which consistency sampling does not follow.
 pub fn sample_one_step(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Option<&Tensor>, t_max: f64) -> Result<Tensor> {
     sample_multistep(iface, net, noise, y, &[t_max], None)
 }
@@ -471,7 +473,7 @@ pub fn sample_one_step(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Optio
 /// drawn from the `default` stream of `rngs` (one draw of `noise.shape` per intermediate
 /// time). Two steps are `times = [default_t_max(sigma_d), TWO_STEP_T_MID]`. Returns the last `x_0`.
 ///
-/// (Belongs in `samplers/consistency.rs` once the crate has a samplers module.)
+/// A free function for the reason given at [`sample_one_step`].
 pub fn sample_multistep(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Option<&Tensor>, times: &[f64], mut rngs: Option<&mut Rngs>) -> Result<Tensor> {
     let b = check_noise(noise, y)?;
     if times.is_empty() {
