@@ -94,6 +94,11 @@ impl Rngs {
 
     /// `nnx.Rngs(seed)`: a single `default` stream with key
     /// `jax.random.key(seed)`. Every name then draws from it.
+    ///
+    /// A stream's key depends on its seed only, not on its name (as in nnx): the `k`-th draw
+    /// of `Rngs::with_default(s)` equals the `k`-th draw of any stream seeded `s`, e.g. of
+    /// `Rngs::new(&[("noise", s)])`. A sampler seeded like the noise it starts from re-draws
+    /// that noise; give independent uses distinct seeds.
     pub fn with_default(seed: i64) -> Rngs {
         Rngs {
             streams: vec![RngStream {
@@ -295,6 +300,18 @@ mod tests {
             Key::from_seed(100).fold_in(0)
         );
         assert_eq!(a.next_default().unwrap(), Key::from_seed(100).fold_in(1));
+    }
+
+    #[test]
+    fn a_stream_key_depends_on_the_seed_not_the_name() {
+        // The pitfall documented at `with_default` (nnx behaves the same): equal seeds give
+        // equal draws whatever the stream's name; distinct seeds do not.
+        // (A draw is a function of the key a stream hands out, so equal keys are equal draws.)
+        let noise = Rngs::new(&[("noise", 4)]).unwrap().stream("noise").unwrap();
+        let again = Rngs::with_default(4).stream("default").unwrap();
+        let other = Rngs::with_default(6).stream("default").unwrap();
+        assert_eq!(noise, again, "same seed, other name: the same key");
+        assert_ne!(noise, other, "another seed: another key");
     }
 
     #[test]
