@@ -589,7 +589,8 @@ mod figures {
     }
 
     pub enum Panel<'a> {
-        Scatter { title: String, points: &'a Tensor, color: RGBColor },
+        /// Points, drawn over `behind` (the data, in light grey) when given.
+        Scatter { title: String, points: &'a Tensor, color: RGBColor, behind: Option<&'a Tensor> },
         Loss { title: String, losses: &'a [f64] },
     }
 
@@ -630,11 +631,15 @@ mod figures {
             b.caption(title, ("sans-serif", 14));
         }
         match panel {
-            Panel::Scatter { points, color, .. } => {
+            Panel::Scatter { points, color, behind, .. } => {
                 let mut chart = b.build_cartesian_2d(-LIM..LIM, -LIM..LIM).map_err(err)?;
                 // A frame and the data's square, drawn by hand (no tick labels needed).
                 chart.draw_series(std::iter::once(Rectangle::new([(-LIM, -LIM), (LIM, LIM)], BLACK.stroke_width(1)))).map_err(err)?;
                 chart.draw_series(std::iter::once(Rectangle::new([(-1.0, -1.0), (1.0, 1.0)], RGBColor(200, 200, 200).stroke_width(1)))).map_err(err)?;
+                if let Some(data) = behind {
+                    let g = RGBColor(200, 200, 200).mix(0.5).filled();
+                    chart.draw_series(points_of(data)?.into_iter().map(|p| Circle::new(p, 1, g))).map_err(err)?;
+                }
                 let c = color.mix(0.45).filled();
                 chart.draw_series(points_of(points)?.into_iter().map(|p| Circle::new(p, 1, c))).map_err(err)?;
             }
@@ -767,8 +772,8 @@ fn main() -> Result<()> {
     let data_color = RGBColor(30, 30, 30);
     let colors = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
     let mut grid: Vec<Vec<Panel<'_>>> = vec![vec![
-        Panel::Scatter { title: "held-out data".into(), points: &held_out, color: data_color },
-        Panel::Scatter { title: "N(0, I) noise (floor)".into(), points: &noise, color: RGBColor(120, 120, 120) },
+        Panel::Scatter { title: "held-out data".into(), points: &held_out, color: data_color, behind: None },
+        Panel::Scatter { title: "N(0, I) noise (floor)".into(), points: &noise, color: RGBColor(120, 120, 120), behind: Some(&held_out) },
     ]];
     for (i, entry) in entries.iter().enumerate() {
         grid[0].push(Panel::Loss { title: format!("{} loss", entry.name), losses: &losses[i] });
@@ -776,7 +781,7 @@ fn main() -> Result<()> {
     for (i, entry) in entries.iter().enumerate() {
         let mut row = Vec::new();
         for r in rows.iter().filter(|r| r.interface == entry.name) {
-            row.push(Panel::Scatter { title: format!("{}: {}", entry.name, r.sampler), points: &r.samples, color: colors[i % colors.len()] });
+            row.push(Panel::Scatter { title: format!("{}: {}", entry.name, r.sampler), points: &r.samples, color: colors[i % colors.len()], behind: Some(&held_out) });
         }
         grid.push(row);
     }
@@ -787,7 +792,7 @@ fn main() -> Result<()> {
             };
             let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
             let single = [vec![match p {
-                Panel::Scatter { title, points, color } => Panel::Scatter { title: title.clone(), points, color: *color },
+                Panel::Scatter { title, points, color, behind } => Panel::Scatter { title: title.clone(), points, color: *color, behind: *behind },
                 Panel::Loss { title, losses } => Panel::Loss { title: title.clone(), losses },
             }]];
             figures::grid(&out_dir.join(format!("{}.png", file.trim_matches('_'))), &single, 400, text)?;
