@@ -35,6 +35,9 @@ fn dir_name(dir: &Path) -> String {
 /// The case's gradient scale: the largest finite magnitude over all its expected `grad.*`
 /// arrays (`None` when it has none). Tolerances with [`Scale::CaseGradients`] (a gradient that
 /// is zero in exact arithmetic, such as the DiT's attention key bias) take `atol` against it.
+/// It reads the `grad.*` files again rather than keeping every expected array in memory for
+/// the whole case (the comparison loops hold one at a time), and only for cases whose
+/// tolerances ask for it.
 fn case_grad_scale(case: &Case) -> Option<f64> {
     case.stems("grad.").iter().filter_map(|s| case.array(s).ok()).filter_map(|a| max_abs(&a)).reduce(f64::max)
 }

@@ -39,8 +39,8 @@ use crate::jvp::{jvp, JvpBackend};
 use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
 
-/// The null class label of the reference (quirk Q10).
-pub const NULL_LABEL: i64 = 1000;
+/// The null class label of the reference (quirk Q10): [`crate::networks::NULL_CLASS`].
+pub const NULL_LABEL: i64 = crate::networks::NULL_CLASS;
 
 /// Which examples the condition drop affects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -328,6 +328,7 @@ impl Interface for MeanFlow {
         let (v, y) = self.cond_drop(x, &n, &v, &y, rngs)?;
         let primals = [x_t.shallow_clone(), t.shallow_clone(), r.shallow_clone()];
         let tangents = [Some(v.shallow_clone()), Some(t.f_ones_like()?), None];
+        let dt = t.f_sub(&r)?;
         let (u, dudt, features) = match self.cfg.jvp {
             JvpBackend::DoubleBackward => {
                 let mut features = Vec::new();
@@ -356,12 +357,11 @@ impl Interface for MeanFlow {
                     };
                     jvp(JvpBackend::ForwardAd, &mut f, &primals, &tangents)?.1
                 };
-                let dt = t.f_sub(&r)?;
                 let o = net.forward(&x_t, &t, Cond { y: Some(&y), dt: Some(&dt), gw: None }, Some(&mut *rngs))?;
                 (o.out, dudt, o.features)
             }
         };
-        let h = bcast_right(&t.f_sub(&r)?.f_clamp(0.0, 1.0)?, x.dim())?;
+        let h = bcast_right(&dt.f_clamp(0.0, 1.0)?, x.dim())?;
         let target = v.f_sub(&h.f_mul(&dudt)?)?.f_detach()?;
         let l = sum_flat(&u.f_sub(&target)?.f_square()?)?;
         let weight = l.f_detach()?.f_add_scalar(self.cfg.norm_eps)?.f_pow_tensor_scalar(self.cfg.norm_power)?.f_reciprocal()?;

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::networks::{Backbone, NetOutput};
+use crate::networks::Backbone;
 use crate::rng::Rngs;
 
 /// The training time distribution (`train_time_dist_type`).
@@ -155,14 +155,19 @@ pub fn mean_flat(x: &Tensor) -> Result<Tensor> {
     Ok(x.f_mean_dim(&dims[..], false, Kind::Float)?)
 }
 
-/// The sum over every axis but the first.
+/// The sum over every axis but the first, accumulated and returned in float32.
 pub fn sum_flat(x: &Tensor) -> Result<Tensor> {
+    sum_flat_as(x, Kind::Float)
+}
+
+/// The sum over every axis but the first, in `kind` (a `[B]` input is returned as is).
+pub(crate) fn sum_flat_as(x: &Tensor, kind: Kind) -> Result<Tensor> {
     let nd = x.dim() as i64;
     if nd <= 1 {
         return Ok(x.shallow_clone());
     }
     let dims: Vec<i64> = (1..nd).collect();
-    Ok(x.f_sum_dim_intlist(&dims[..], false, Kind::Float)?)
+    Ok(x.f_sum_dim_intlist(&dims[..], false, kind)?)
 }
 
 /// The resolution time shift `t_shift(t, s) = s t / (1 + (s - 1) t)` (SD3, Esser et al. 2024, eq. 23).
@@ -274,15 +279,11 @@ pub fn check_times(name: &str, t: &Tensor, b: i64, lo: f64, hi: f64, closed_lo: 
     // of a sampler can land one ulp above 1, which the reference accepts.
     let slack = |b: f64| if b.is_finite() { 4.0 * f32::EPSILON as f64 * b.abs().max(1.0) } else { 0.0 };
     let lo_ok = if closed_lo { min >= lo - slack(lo) } else { min > lo };
-    if !(lo_ok && max <= hi + slack(hi)) || min.is_nan() || max.is_nan() {
+    if !(lo_ok && max <= hi + slack(hi)) {
         let range = format!("{}{lo}, {hi}] ({why})", if closed_lo { "[" } else { "(" });
         return Err(Error::invalid(name, format!("values in {range}"), format!("values in [{min}, {max}]")));
     }
     Ok(())
-}
-
-pub(crate) fn first_output(o: NetOutput) -> Tensor {
-    o.out
 }
 
 #[cfg(test)]

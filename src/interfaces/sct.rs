@@ -65,7 +65,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::trigflow;
-use super::{bcast_right, check_data, check_time, Interface, LossOutput, TimeDist, sample_noise};
+use super::{bcast_right, check_data, check_time, sum_flat_as, Interface, LossOutput, TimeDist, sample_noise};
 use crate::error::{Error, Result};
 use crate::jvp::{jvp, JvpBackend};
 use crate::networks::{Backbone, Cond};
@@ -315,7 +315,8 @@ impl Sct {
     /// Tangent normalization `g / (||g|| + c)`, the L2 norm taken over each example
     /// (Lu & Song 2024, §4.2; Algorithm 1, "tangent normalization").
     pub fn normalize(&self, g: &Tensor) -> Result<Tensor> {
-        let norm = sum_rest(&g.f_square()?)?.f_sqrt()?;
+        let g2 = g.f_square()?;
+        let norm = sum_flat_as(&g2, g2.kind())?.f_sqrt()?;
         Ok(g.f_div(&bcast_right(&norm.f_add_scalar(self.cfg.tangent_norm_const)?, g.dim())?)?)
     }
 
@@ -365,7 +366,8 @@ impl Sct {
         let g = self.normalize(&self.tangent(&f_sg, &jvp_out, &x_t, &dxdt, &t, r)?)?.f_detach()?;
         let w = self.head.forward(&t)?;
         let d: i64 = x.size().iter().skip(1).product();
-        let l = sum_rest(&big_f.f_sub(&f_sg)?.f_sub(&g)?.f_square()?)?;
+        let sq = big_f.f_sub(&f_sg)?.f_sub(&g)?.f_square()?;
+        let l = sum_flat_as(&sq, sq.kind())?;
         let loss = w.f_exp()?.f_div_scalar(d as f64)?.f_mul(&l)?.f_sub(&w)?;
         let target = f_sg.f_add(&g)?;
         Ok(LossOutput { loss, t, r: None, n, x_t, target, net_out: big_f, features })
@@ -378,15 +380,6 @@ impl Sct {
         let b = check_data(x_t, y)?;
         check_time(t, b, 0.0, T_MAX, true, "TrigFlow time in [0, pi/2]")
     }
-}
-
-/// The sum over every axis but the first, in the input's dtype (float64 stays float64).
-fn sum_rest(x: &Tensor) -> Result<Tensor> {
-    let dims: Vec<i64> = (1..x.dim() as i64).collect();
-    if dims.is_empty() {
-        return Ok(x.shallow_clone());
-    }
-    Ok(x.f_sum_dim_intlist(&dims[..], false, x.kind())?)
 }
 
 pub(super) fn refuse_score(name: &str) -> Error {
@@ -451,10 +444,6 @@ impl Interface for Sct {
     }
 }
 
-fn check_noise(noise: &Tensor, y: Option<&Tensor>) -> Result<i64> {
-    check_data(noise, y)
-}
-
 /// One-step consistency sampling: `x_0 = f(sigma_d noise, t_max)` (Lu & Song 2024, §3 and
 /// appendix, "sampling"; `t_max` is [`default_t_max`] in the paper, `pi/2` also works).
 /// `noise` is unit Gaussian `[B, ...]` (float32), scaled here by `sigma_d`. Works for any
@@ -475,7 +464,7 @@ pub fn sample_one_step(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Optio
 ///
 /// A free function for the reason given at [`sample_one_step`].
 pub fn sample_multistep(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Option<&Tensor>, times: &[f64], mut rngs: Option<&mut Rngs>) -> Result<Tensor> {
-    let b = check_noise(noise, y)?;
+    let b = check_data(noise, y)?;
     if times.is_empty() {
         return Err(Error::invalid("times", "at least one sampling time", "none"));
     }
@@ -493,17 +482,14 @@ pub fn sample_multistep(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Opti
     let sd = iface.config().x_sigma;
     let device = noise.device();
     let _ng = tch::no_grad_guard();
-    let mut x = noise.f_mul_scalar(sd)?;
-    let mut x0 = x.shallow_clone();
-    for (i, &ti) in times.iter().enumerate() {
-        let t = Tensor::f_full([b], ti, (noise.kind(), device))?;
-        x0 = iface.consistency(net, &x, &t, y)?;
-        if let Some(&tn) = times.get(i + 1) {
-            let r = rngs.as_deref_mut().ok_or_else(|| Error::invalid("rngs", "random streams", "none"))?;
-            let eps = r.normal("default", &noise.size(), device)?.f_to_kind(noise.kind())?;
-            let tnext = Tensor::f_full([b], tn, (noise.kind(), device))?;
-            x = trigflow::state(&x0, &eps.f_mul_scalar(sd)?, &tnext)?;
-        }
+    let f = |x: &Tensor, ti: f64| iface.consistency(net, x, &Tensor::f_full([b], ti, (noise.kind(), device))?, y);
+    let mut x0 = f(&noise.f_mul_scalar(sd)?, times[0])?;
+    for &tn in &times[1..] {
+        // `rngs` is present: checked above for more than one time.
+        let r = rngs.as_deref_mut().ok_or_else(|| Error::invalid("rngs", "random streams", "none"))?;
+        let eps = r.normal("default", &noise.size(), device)?.f_to_kind(noise.kind())?;
+        let x = trigflow::state(&x0, &eps.f_mul_scalar(sd)?, &Tensor::f_full([b], tn, (noise.kind(), device))?)?;
+        x0 = f(&x, tn)?;
     }
     Ok(x0)
 }

@@ -17,7 +17,7 @@
 use serde::Deserialize;
 use tch::{Device, Tensor};
 
-use super::{bcast_right, check_data, check_time, first_output, mean_flat, t_shift, Interface, LossOutput, TimeDist, sample_noise, linear_path};
+use super::{bcast_right, check_data, check_time, mean_flat, t_shift, Interface, LossOutput, TimeDist, sample_noise, linear_path};
 use crate::error::{Error, Result};
 use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
@@ -140,7 +140,7 @@ impl Interface for SiT {
         }
         let b = check_data(x_t, y)?;
         check_time(t, b, 0.0, 1.0, true, "SiT's path runs from data at t = 0 to noise at t = 1")?;
-        Ok(first_output(net.forward(x_t, t, Cond::labels(y), None)?))
+        Ok(net.forward(x_t, t, Cond::labels(y), None)?.out)
     }
     fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
         let v = self.pred(net, x_t, t, r, y)?;

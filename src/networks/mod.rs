@@ -10,6 +10,10 @@
 
 mod dit;
 mod probe;
+
+/// The null class label: what absent labels mean, what condition drop and the guidance pass
+/// substitute (hard-coded in the reference, quirk Q10).
+pub const NULL_CLASS: i64 = 1000;
 pub mod weights;
 
 pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};

@@ -15,12 +15,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{check_float_input, check_labels, check_time_input, Backbone, Cond, NetOutput};
+use super::{check_float_input, check_labels, check_time_input, Backbone, Cond, NetOutput, NULL_CLASS};
 use crate::error::{Error, Result};
 use crate::rng::Rngs;
 
-/// The null class label used when `y` is absent (hard-coded in the reference, quirk Q10).
-pub const NULL_CLASS: i64 = 1000;
 
 /// Settings of [`ProbeMlp`] (`channels` C, `hidden` H, `freqs` K).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,7 @@
 //! `n = 1`. `split(key, (a, b))` likewise equals `split(key, a*b)` reshaped.
 
 use super::dist::{normal_f32_from_bits, uniform_f32_from_bits};
-use super::threefry::{hash_counts, hash_index, hash_iota_into};
+use super::threefry::{hash_index, hash_iota_into, threefry2x32};
 
 /// Which threefry counter layout JAX uses (`jax_threefry_partitionable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,9 +93,9 @@ impl Key {
     /// counter pair `(0, data)` either way).
     pub fn fold_in_with(&self, mode: PrngMode, data: u32) -> Key {
         let _ = mode;
-        let out = hash_counts(self.data, &[0, data]);
+        // `hash_counts(key, &[0, data])` is this one block (n = 2, h = 1), without its Vec.
         Key {
-            data: [out[0], out[1]],
+            data: threefry2x32(self.data, [0, data]),
         }
     }
 

@@ -156,17 +156,7 @@ impl Rngs {
     /// `rngs()`: the next key of the `default` stream
     /// ([`RngError::UnknownStream`] if there is none).
     pub fn next_default(&mut self) -> Result<Key, RngError> {
-        let i = self
-            .streams
-            .iter()
-            .position(|s| s.name == DEFAULT_STREAM)
-            .ok_or_else(|| RngError::UnknownStream {
-                name: DEFAULT_STREAM.to_string(),
-            })?;
-        let s = &mut self.streams[i];
-        let key = s.key.fold_in(s.count);
-        s.count = s.count.wrapping_add(1);
-        Ok(key)
+        self.stream(DEFAULT_STREAM)
     }
 
     /// How many keys the stream that `name` resolves to has handed out

@@ -64,8 +64,10 @@ pub fn hash_index(key: [u32; 2], i: u64) -> [u32; 2] {
 /// With `h = ceil(n / 2)` and the count array padded to `2h` with a `0`,
 /// position `i < h` hashes `(count[i], count[h + i])` into `(y0[i], y1[i])`;
 /// the result is `concat(y0, y1)` truncated to `n`. (The padding value is 0,
-/// not the next index.) Used by the legacy (non-partitionable) split, bits
-/// and by `fold_in` (count `[0, data]`) in both modes.
+/// not the next index.) The plain statement of the rule, kept as the test
+/// reference of [`hash_iota_into`] (legacy split and bits); `fold_in`
+/// (count `[0, data]`) is its single block `threefry2x32(key, [0, data])`.
+#[cfg(test)]
 pub fn hash_counts(key: [u32; 2], count: &[u32]) -> Vec<u32> {
     let n = count.len();
     let h = n.div_ceil(2);

@@ -50,7 +50,7 @@ use crate::rng::Rngs;
 
 /// The null class that replaces every label in the guidance model's pass (hard-coded in the
 /// reference, quirk Q10).
-pub const NULL_CLASS: i64 = 1000;
+pub use crate::networks::NULL_CLASS;
 
 /// The most sampling steps accepted (grids are host vectors; this keeps them small).
 pub const MAX_SAMPLING_STEPS: i64 = (grid::MAX_GRID_POINTS as i64) - 3;
