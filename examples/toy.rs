@@ -131,10 +131,8 @@ impl ToyMlp {
         let cond = (0..DEPTH).map(|i| nn::linear(&root / format!("cond{i}"), cond_in, width, Default::default())).collect();
         let hidden = (0..DEPTH).map(|i| nn::linear(&root / format!("hidden{i}"), width, width, Default::default())).collect();
         let output = nn::linear(&root / "output", width, 2, Default::default());
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| -> Result<()> {
-            for (name, mut v) in vars {
+            for (name, mut v) in sorted_variables(&vs) {
                 let shape = v.size();
                 let init = if name.ends_with("weight") {
                     rngs.normal("init", &shape, Device::Cpu)?.f_mul_scalar((shape[1] as f64).sqrt().recip())?
@@ -160,6 +158,13 @@ impl ToyMlp {
         let a = s.f_unsqueeze(-1)?.f_mul(&self.freqs)?;
         Ok(Tensor::f_cat(&[s.f_unsqueeze(-1)?, a.f_sin()?, a.f_cos()?], -1)?)
     }
+}
+
+/// A `VarStore`'s variables by name (its own order is a hash map's).
+fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 impl Backbone for ToyMlp {
@@ -201,9 +206,7 @@ impl Backbone for ToyMlp {
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        sorted_variables(&self.vs)
     }
 }
 
@@ -308,9 +311,17 @@ fn run(label: &'static str, sampler: impl Sampler + 'static) -> Run {
     Run { label, method: Method::Sampler { sampler: Box::new(sampler), via: None } }
 }
 
-/// A run of a multi-step sampler on MeanFlow's instantaneous view `u(x, t, r = t)`.
-fn run_via(label: &'static str, sampler: impl Sampler + 'static, via: Box<dyn Interface>) -> Run {
-    Run { label, method: Method::Sampler { sampler: Box::new(sampler), via: Some(via) } }
+/// The multi-step samplers every flow entry runs: Euler and both Heuns on `grid`, then
+/// Euler-Maruyama `em`; on the trained interface, or on the one `via` builds (MeanFlow's
+/// `r = t` view).
+fn ode_runs(grid: SamplerConfig, em: EulerMaruyama, via: &dyn Fn() -> Result<Option<Box<dyn Interface>>>) -> Result<Vec<Run>> {
+    let run = |label, sampler: Box<dyn Sampler>| -> Result<Run> { Ok(Run { label, method: Method::Sampler { sampler, via: via()? } }) };
+    Ok(vec![
+        run("Euler", Box::new(Euler::new(grid)?))?,
+        run("Heun (reference)", Box::new(heun(grid, HeunVariant::Reference)?))?,
+        run("Heun (true)", Box::new(heun(grid, HeunVariant::True)?))?,
+        run("Euler-Maruyama", Box::new(em))?,
+    ])
 }
 
 fn heun(cfg: SamplerConfig, variant: HeunVariant) -> Result<Heun> {
@@ -372,7 +383,7 @@ fn entries() -> Result<Vec<Entry>> {
         ..Default::default()
     };
     let mean_flow = MeanFlow::new(mf_cfg.clone())?;
-    let flow_view = || -> Result<Box<dyn Interface>> { Ok(Box::new(Instantaneous(MeanFlow::new(mf_cfg.clone())?))) };
+    let flow_view = || -> Result<Option<Box<dyn Interface>>> { Ok(Some(Box::new(Instantaneous(MeanFlow::new(mf_cfg.clone())?)))) };
     let sct = Sct::new(
         SctConfig {
             // TrigFlow's sigma_d is the data's standard deviation.
@@ -398,12 +409,7 @@ fn entries() -> Result<Vec<Entry>> {
             time_freq_max: 8.0,
             steps: 4000,
             lr: 2e-3,
-            runs: vec![
-                run("Euler", Euler::new(uniform)?),
-                run("Heun (reference)", heun(uniform, HeunVariant::Reference)?),
-                run("Heun (true)", heun(uniform, HeunVariant::True)?),
-                run("Euler-Maruyama", euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?),
-            ],
+            runs: ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?, &|| Ok(None))?,
         },
         Entry {
             name: "EDM",
@@ -412,13 +418,8 @@ fn entries() -> Result<Vec<Entry>> {
             time_freq_max: 8.0,
             steps: 4000,
             lr: 2e-3,
-            runs: vec![
-                run("Euler", Euler::new(exp)?),
-                run("Heun (reference)", heun(exp, HeunVariant::Reference)?),
-                run("Heun (true)", heun(exp, HeunVariant::True)?),
-                // w(sigma) = 2 sigma: the reverse-time SDE of x_sigma = x + sigma n.
-                run("Euler-Maruyama", euler_maruyama(exp, DiffusionCoeff::Linear, 2.0)?),
-            ],
+            // Euler-Maruyama with w(sigma) = 2 sigma: the reverse-time SDE of x_sigma = x + sigma n.
+            runs: ode_runs(exp, euler_maruyama(exp, DiffusionCoeff::Linear, 2.0)?, &|| Ok(None))?,
         },
         Entry {
             name: "MeanFlow",
@@ -429,14 +430,11 @@ fn entries() -> Result<Vec<Entry>> {
             time_freq_max: 2.0,
             steps: 16_000,
             lr: 2e-3,
-            runs: vec![
-                run_via("Euler", Euler::new(uniform)?, flow_view()?),
-                run_via("Heun (reference)", heun(uniform, HeunVariant::Reference)?, flow_view()?),
-                run_via("Heun (true)", heun(uniform, HeunVariant::True)?, flow_view()?),
-                run_via("Euler-Maruyama", euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?, flow_view()?),
-                run("Euler-jump, 1 step", jump(1)?),
-                run("Euler-jump, 2 steps", jump(2)?),
-            ],
+            runs: {
+                let mut runs = ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?, &flow_view)?;
+                runs.extend([run("Euler-jump, 1 step", jump(1)?), run("Euler-jump, 2 steps", jump(2)?)]);
+                runs
+            },
         },
         Entry {
             name: "sCT",
@@ -478,11 +476,16 @@ fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
     let mut opt = nn::Adam::default().build(&net.vs, entry.lr)?;
     // The interface's own parameters (sCT's log-variance head; none for the others), trained
     // by a second Adam with the same settings and schedule.
-    let own: Vec<Tensor> = entry.objective.interface().parameters().into_iter().map(|(_, p)| p).collect();
-    let mut own_opt = tch::COptimizer::adam(entry.lr, 0.9, 0.999, 0.0, 1e-8, false)?;
-    for p in &own {
-        own_opt.add_parameters(p, 0)?;
-    }
+    let own = entry.objective.interface().parameters();
+    let mut own_opt = if own.is_empty() {
+        None
+    } else {
+        let mut o = tch::COptimizer::adam(entry.lr, 0.9, 0.999, 0.0, 1e-8, false)?;
+        for (_, p) in &own {
+            o.add_parameters(p, 0)?;
+        }
+        Some(o)
+    };
     let mut losses = Vec::with_capacity(entry.steps);
     // An exponential moving average of the weights (decay EMA_DECAY, warmed up), which the
     // samplers then use: the usual diffusion-training practice, and much smoother samples.
@@ -494,16 +497,18 @@ fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
         let frac = step as f64 / entry.steps as f64;
         let lr = entry.lr * if frac < 0.5 { 1.0 } else { 1.0 - 0.95 * (frac - 0.5) / 0.5 };
         opt.set_lr(lr);
-        own_opt.set_learning_rate(lr)?;
+        if let Some(o) = own_opt.as_mut() {
+            o.set_learning_rate(lr)?;
+            o.zero_grad()?;
+        }
         if let Objective::Sct(sct) = &mut entry.objective {
             sct.set_step(step as u64);
         }
         let x = checkerboard(&mut data, "data", BATCH)?;
         let loss = entry.objective.interface().loss(net, &x, None, &mut rngs)?.loss.f_mean(Kind::Float)?;
-        own_opt.zero_grad()?;
         opt.backward_step(&loss);
-        if !own.is_empty() {
-            own_opt.step()?;
+        if let Some(o) = &own_opt {
+            o.step()?;
         }
         losses.push(loss.f_double_value(&[])?);
         let decay = EMA_DECAY.min((1.0 + step as f64) / (10.0 + step as f64));
