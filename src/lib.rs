@@ -21,13 +21,19 @@
 
 pub mod error;
 pub mod golden;
+#[cfg(feature = "torch")]
 pub mod interfaces;
+#[cfg(feature = "torch")]
 pub mod jvp;
+#[cfg(feature = "torch")]
 pub mod metrics;
+#[cfg(feature = "torch")]
 pub mod networks;
 pub mod npy;
+#[cfg(feature = "torch")]
 pub mod precision;
 pub mod rng;
+#[cfg(feature = "torch")]
 pub mod samplers;
 
 pub use error::{Error, Result};

@@ -258,6 +258,83 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, NpyData), String> {
     Ok((shape, data))
 }
 
+/// How [`parse_npy_candidate`] had to read a file that is not in the strict format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leniency {
+    /// The file was float64 (`<f8`) and was rounded to float32 (round to nearest even).
+    pub rounded_from_f64: bool,
+    /// The file was in fortran (column-major) order and was reordered to C order.
+    pub fortran_order: bool,
+}
+
+/// Reads an *implementation's* output file: like [`parse_npy`], and also float64 (`<f8`,
+/// rounded to float32 as `numpy.float32` would) and fortran order (what `np.save(a.T)` writes
+/// for a transposed view), whose meaning is unambiguous. The golden reader stays strict.
+pub fn parse_npy_candidate(bytes: &[u8]) -> Result<(Vec<usize>, NpyData, Leniency), String> {
+    let (text, payload) = split_npy(bytes)?;
+    let header = parse_npy_header(text)?;
+    let mut n: u64 = 1;
+    let mut shape = Vec::with_capacity(header.shape.len());
+    for &d in &header.shape {
+        n = n.checked_mul(d).ok_or_else(|| format!("shape {:?} overflows", header.shape))?;
+        shape.push(usize::try_from(d).map_err(|_| format!("dimension {d} too large"))?);
+    }
+    let width: u64 = match header.descr.as_str() {
+        "<f4" | "<i4" | "<u4" => 4,
+        "<f8" => 8,
+        d => return Err(format!("dtype `{d}` (accepted: <f4, <i4, <u4, and <f8 rounded to float32)")),
+    };
+    let want = n.checked_mul(width).ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    if payload.len() as u64 != want {
+        return Err(format!("payload of {} bytes where shape {shape:?} needs {want} (truncated or padded file)", payload.len()));
+    }
+    let mut how = Leniency { rounded_from_f64: width == 8, fortran_order: header.fortran_order };
+    let data = if width == 8 {
+        NpyData::F32(payload.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect())
+    } else {
+        let words = payload.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+        match header.descr.as_str() {
+            "<f4" => NpyData::F32(words.map(f32::from_le_bytes).collect()),
+            "<i4" => NpyData::I32(words.map(i32::from_le_bytes).collect()),
+            _ => NpyData::U32(words.map(u32::from_le_bytes).collect()),
+        }
+    };
+    if !header.fortran_order || shape.len() < 2 {
+        // A 0-d or 1-d array is the same in both orders.
+        how.fortran_order = false;
+        return Ok((shape, data, how));
+    }
+    let data = match data {
+        NpyData::F32(v) => NpyData::F32(fortran_to_c(&v, &shape)),
+        NpyData::I32(v) => NpyData::I32(fortran_to_c(&v, &shape)),
+        NpyData::U32(v) => NpyData::U32(fortran_to_c(&v, &shape)),
+    };
+    Ok((shape, data, how))
+}
+
+/// Reorders column-major elements of `shape` into row-major order.
+fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..v.len() {
+        // Column-major offset of the row-major index `idx`: the first axis varies fastest.
+        let (mut off, mut stride) = (0usize, 1usize);
+        for (&i, &d) in idx.iter().zip(shape) {
+            off += i * stride;
+            stride *= d;
+        }
+        out.push(v[off]);
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,4 +406,35 @@ mod tests {
         assert!(e.contains("overflows"), "{e}");
     }
 
+
+    #[test]
+    fn candidates_may_be_float64_or_fortran_ordered() {
+        // float64 [2, 3] in fortran order: column-major elements of [[0, 1, 2], [3, 4, 5]].
+        let col_major = [0.0f64, 3.0, 1.0, 4.0, 2.0, 5.0 + 1e-12];
+        let payload: Vec<u8> = col_major.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b = npy("{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }", &payload);
+        assert!(parse_npy(&b).is_err(), "the strict reader refuses it");
+        let (shape, data, how) = parse_npy_candidate(&b).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(data, NpyData::F32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+        assert_eq!(how, Leniency { rounded_from_f64: true, fortran_order: true });
+        // 3-d fortran order, int32: element (i, j, k) stored at i + 2 j + 4 k.
+        let mut fort = vec![0i32; 12];
+        for i in 0..2 {
+            for j in 0..2 {
+                for k in 0..3 {
+                    fort[i + 2 * j + 4 * k] = (100 * i + 10 * j + k) as i32;
+                }
+            }
+        }
+        let payload: Vec<u8> = fort.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let (_, data, _) = parse_npy_candidate(&npy("{'descr': '<i4', 'fortran_order': True, 'shape': (2, 2, 3), }", &payload)).unwrap();
+        let want: Vec<i32> = (0..2).flat_map(|i| (0..2).flat_map(move |j| (0..3).map(move |k| 100 * i + 10 * j + k))).collect();
+        assert_eq!(data, NpyData::I32(want));
+        // Other dtypes are still refused, by name.
+        assert!(parse_npy_candidate(&npy("{'descr': '<f2', 'fortran_order': False, 'shape': (1,), }", &[0, 0])).unwrap_err().contains("<f2"));
+        // A 1-d fortran file is simply C order: no note.
+        let (_, _, how) = parse_npy_candidate(&npy("{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }", &1f32.to_le_bytes())).unwrap();
+        assert_eq!(how, Leniency::default());
+    }
 }

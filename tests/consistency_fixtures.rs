@@ -31,7 +31,7 @@ fn consistency_fixtures_replay_with_both_jvp_backends() {
             let fam = if r.case.starts_with("sct_") { "sct" } else { "scd" };
             let e = worst.entry((fam.into(), q)).or_insert((0, 0.0));
             e.0 = e.0.max(r.worst_ulp.unwrap_or(0));
-            e.1 = e.1.max(r.worst_rel.unwrap_or(0.0));
+            e.1 = e.1.max(r.worst_rel.map_or(0.0, |n| n.0));
         }
         println!("{jvp:?}: {} cases, {} rows, all pass; worst per quantity (ulp, elementwise rel):", cases.len(), rows.len());
         for ((fam, q), (u, rel)) in worst {

@@ -33,7 +33,7 @@ fn replay_bits(dir: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u32>)> {
     tch::set_num_threads(THREADS);
     let case = Case::open(dir).unwrap();
     let out = replay::run(&case, &ReplayOptions::on(Device::Cpu)).unwrap();
-    out.iter().map(|(k, a)| (k.clone(), bits(a))).collect()
+    out.outputs.iter().map(|(k, a)| (k.clone(), bits(a))).collect()
 }
 
 /// A small probe_mlp grad case (SiT, labels) written into `root`, so that the tests run

@@ -1,9 +1,9 @@
 """Golden case format v1: one directory per case, ``case.json`` plus ``.npy`` files.
 
-See ``shared/golden-format.md`` (mirrored in the crate docs). A case is::
+See ``docs/format.md``. A case is::
 
     <root>/<name>/case.json        {"format": 1, "name": ..., "kind": ..., ...}
-    <root>/<name>/<stem>.npy       in.* / param.* / buffer.* / out.* / grad.*
+    <root>/<name>/<stem>.npy       in.* / param.* / buffer.* / draw.* / out.* / grad.*
 
 Arrays are little-endian, C order, and one of float32, int32, uint32. Writing is
 byte-reproducible: the JSON is ``json.dumps(obj, indent=2, sort_keys=True)`` plus a
@@ -23,7 +23,7 @@ import numpy as np
 FORMAT = 1
 
 # kinds of array a case may hold, and the dtypes allowed in files
-ROLES = ("in", "param", "buffer", "out", "grad")
+ROLES = ("in", "param", "buffer", "draw", "out", "grad")
 _ALLOWED = {
     np.dtype(np.float32): np.dtype("<f4"),
     np.dtype(np.int32): np.dtype("<i4"),

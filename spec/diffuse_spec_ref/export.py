@@ -9,6 +9,10 @@ produces is replaced whole. With ``--only SUBSTR`` only cases whose name contain
 SUBSTR are written and nothing is removed. A case directory that no area owns is
 left alone, with a warning.
 
+Every case whose computation draws random numbers also gets the raw draws it consumed
+(``draw.<stream>.<counter>.npy`` and the ``draws`` listing of case.json; see ``draws.py``),
+so that an implementation without JAX's threefry can reproduce it.
+
 Output is deterministic: the same versions give byte-identical files run to run
 (check with ``sha256sum``). A provenance summary (jax / jaxlib / flax / numpy versions,
 the command, the count) is printed at the end; fixtures/README.md is written by hand.
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
     swapped = use_reference(args.reference) if args.reference else []
     from .areas import load_areas
     from .case import write_case
+    from .draws import add_draws
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +124,7 @@ def main(argv=None) -> int:
         for case in cases:
             if args.only is not None and args.only not in case.name:
                 continue
+            add_draws(case, mod.recompute)
             write_case(out, case)
             count += 1
         written[area] = count

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+#[cfg(feature = "torch")]
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -47,6 +48,38 @@ impl ArrayData {
     }
 }
 
+impl From<crate::npy::NpyData> for ArrayData {
+    fn from(d: crate::npy::NpyData) -> ArrayData {
+        match d {
+            crate::npy::NpyData::F32(v) => ArrayData::F32(v),
+            crate::npy::NpyData::I32(v) => ArrayData::I32(v),
+            crate::npy::NpyData::U32(v) => ArrayData::U32(v),
+        }
+    }
+}
+
+/// Reads a regular file of at most [`MAX_NPY_BYTES`] (a FIFO or device would block or never
+/// end; the bound keeps a hostile file from an unbounded allocation).
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(Error::invalid("npy file", "a regular file", format!("{:?}", meta.file_type())));
+    }
+    if meta.len() > MAX_NPY_BYTES {
+        return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), meta.len()));
+    }
+    // Read at most one byte past the bound, so a file that grows meanwhile is still bounded.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_NPY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_NPY_BYTES {
+        return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), "a file that grew past it while being read"));
+    }
+    Ok(bytes)
+}
+
 /// A dense C-order array on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
@@ -84,24 +117,24 @@ impl Array {
     /// of `<f4 <i4 <u4`, the order must be C, and the payload must hold exactly
     /// the declared number of elements (neither truncated nor padded).
     pub fn read_npy(path: &Path) -> Result<Array> {
-        use std::io::Read;
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            // A FIFO or device would block or never end; a directory cannot be read.
-            return Err(Error::invalid("npy file", "a regular file", format!("{:?}", meta.file_type())));
+        Self::parse_npy(&read_bounded(path)?)
+    }
+
+    /// Reads an implementation's output file (what `verify` compares): as
+    /// [`Array::read_npy`], and also float64 (rounded to float32) and fortran order
+    /// (reordered), each named in the returned notes.
+    pub fn read_npy_candidate(path: &Path) -> Result<(Array, Vec<String>)> {
+        let bytes = read_bounded(path)?;
+        let (shape, data, how) = crate::npy::parse_npy_candidate(&bytes)
+            .map_err(|msg| Error::invalid("npy", "a little-endian float32/int32/uint32 (or float64) .npy file", msg))?;
+        let mut notes = Vec::new();
+        if how.rounded_from_f64 {
+            notes.push("candidate is float64, rounded to float32 before comparing".to_string());
         }
-        if meta.len() > MAX_NPY_BYTES {
-            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), meta.len()));
+        if how.fortran_order {
+            notes.push("candidate is in fortran order, read as such".to_string());
         }
-        // Read at most one byte past the bound, so a file that grows meanwhile is still bounded.
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(MAX_NPY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
-        if bytes.len() as u64 > MAX_NPY_BYTES {
-            return Err(Error::invalid("npy file size", format!("at most {MAX_NPY_BYTES} bytes"), "a file that grew past it while being read"));
-        }
-        Self::parse_npy(&bytes)
+        Ok((Array { shape, data: ArrayData::from(data) }, notes))
     }
 
     /// Parses the bytes of a `.npy` file (see [`Array::read_npy`]). The parser itself is the
@@ -109,12 +142,7 @@ impl Array {
     pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
         let (shape, data) = crate::npy::parse_npy(bytes)
             .map_err(|msg| Error::invalid("npy", "a little-endian C-order float32/int32/uint32 .npy file", msg))?;
-        let data = match data {
-            crate::npy::NpyData::F32(v) => ArrayData::F32(v),
-            crate::npy::NpyData::I32(v) => ArrayData::I32(v),
-            crate::npy::NpyData::U32(v) => ArrayData::U32(v),
-        };
-        Ok(Array { shape, data })
+        Ok(Array { shape, data: ArrayData::from(data) })
     }
 
     /// Writes the array as a format-v1 `.npy` file.
@@ -130,6 +158,7 @@ impl Array {
         std::fs::write(path, buf).map_err(io)
     }
 
+    #[cfg(feature = "torch")]
     /// Copies the array into a tensor on `device` (float32, int64 for labels, and
     /// uint32 as int64 since libtorch's uint32 support is partial).
     pub fn to_tensor(&self, device: Device) -> Result<Tensor> {
@@ -145,6 +174,7 @@ impl Array {
         Ok(t.f_reshape(&shape)?.f_to_device(device)?)
     }
 
+    #[cfg(feature = "torch")]
     /// Copies a float tensor (any device) into a float32 host array.
     pub fn from_tensor(t: &Tensor) -> Result<Array> {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();

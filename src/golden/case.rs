@@ -1,7 +1,7 @@
-//! The strict reader of golden cases (format v1, `../shared/golden-format.md`).
+//! The strict reader of golden cases (format v1, described for port authors in `docs/format.md`).
 //!
 //! A case is a directory with `case.json` and `.npy` files named by role
-//! (`in.`, `param.`, `buffer.`, `out.`, `grad.`). The reader refuses an unknown
+//! (`in.`, `param.`, `buffer.`, `draw.`, `out.`, `grad.`). The reader refuses an unknown
 //! `kind`, a missing file, a stray file, a symlink leading out of the case
 //! directory and an unsupported format version, and it records which files were
 //! read so that the harness can refuse a file nobody read.
@@ -11,16 +11,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+#[cfg(feature = "torch")]
 use tch::{Device, Tensor};
 
 use super::array::Array;
+use super::header::CaseHeader;
 use crate::error::{Error, Result};
 
 /// Largest `case.json` accepted (bytes).
 pub const MAX_CASE_JSON_BYTES: u64 = 1 << 20;
 
-/// The roles a case file can have, as file-name prefixes.
-pub const ROLES: [&str; 5] = ["in.", "param.", "buffer.", "out.", "grad."];
+/// The roles a case file can have, as file-name prefixes: inputs, network parameters and
+/// buffers, the raw random draws the computation consumed, expected outputs and expected
+/// gradients.
+pub const ROLES: [&str; 6] = ["in.", "param.", "buffer.", "draw.", "out.", "grad."];
 
 /// The kinds of golden case (format v1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,6 +97,8 @@ pub struct Case {
     pub kind: CaseKind,
     /// The whole case.json object.
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The typed header (block types, REPA, recorded draws).
+    pub header: CaseHeader,
     files: BTreeMap<String, PathBuf>,
     used: RefCell<BTreeSet<String>>,
 }
@@ -150,7 +156,19 @@ impl Case {
             }
             files.insert(stem.to_string(), path);
         }
-        Ok(Case { dir: dir.to_path_buf(), name, kind, meta, files, used: RefCell::new(BTreeSet::new()) })
+        let header = CaseHeader::from_meta(&name, kind, &meta)?;
+        let listed: BTreeSet<&str> = header.draws.iter().flatten().map(|d| d.file.as_str()).collect();
+        for stem in files.keys().filter(|s| s.starts_with("draw.")) {
+            if !listed.contains(stem.as_str()) {
+                return Err(err(Some(&format!("{stem}.npy")), "a draw file that case.json's `draws` does not list".into()));
+            }
+        }
+        for stem in &listed {
+            if !files.contains_key(*stem) {
+                return Err(err(Some(&format!("{stem}.npy")), "listed in case.json's `draws` but missing".into()));
+            }
+        }
+        Ok(Case { dir: dir.to_path_buf(), name, kind, meta, header, files, used: RefCell::new(BTreeSet::new()) })
     }
 
     /// Deserializes the case settings (the whole case.json) into `T`.
@@ -189,6 +207,7 @@ impl Case {
         }
     }
 
+    #[cfg(feature = "torch")]
     /// Reads `<stem>.npy` as a tensor on `device`, checking its dtype (`"<f4"`, `"<i4"`, `"<u4"`)
     /// and, when given, its shape.
     pub fn tensor(&self, stem: &str, dtype: &str, shape: Option<&[usize]>, device: Device) -> Result<Tensor> {
@@ -197,6 +216,7 @@ impl Case {
         a.to_tensor(device)
     }
 
+    #[cfg(feature = "torch")]
     /// Like [`Case::tensor`], `None` when the file is absent.
     pub fn opt_tensor(&self, stem: &str, dtype: &str, shape: Option<&[usize]>, device: Device) -> Result<Option<Tensor>> {
         if self.has(stem) {

@@ -112,15 +112,7 @@ pub fn find_manifest(dir: &Path) -> Option<PathBuf> {
 }
 
 fn row(file: &str, detail: String) -> Row {
-    Row {
-        case: MANIFEST_NAME.into(),
-        kind: "manifest".into(),
-        quantity: file.into(),
-        worst_ulp: None,
-        worst_rel: None,
-        status: Status::Error,
-        detail,
-    }
+    Row::plain(MANIFEST_NAME, "manifest", file, Status::Error, detail)
 }
 
 /// Parses manifest text into `path -> digest`; malformed lines become error messages.

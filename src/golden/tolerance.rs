@@ -86,11 +86,13 @@ impl std::fmt::Display for Tolerance {
 pub struct Comparison {
     /// Whether every element passed and shapes and dtypes matched.
     pub passed: bool,
-    /// Largest ulp distance over all elements (`u64::MAX` for a NaN against a number).
-    pub worst_ulp: u64,
+    /// Largest ulp distance over all elements; `None` when an element could not be measured
+    /// in ulps (a NaN or an infinity against another value) or nothing was compared.
+    pub worst_ulp: Option<u64>,
     /// Multi-index of the worst-ulp element.
     pub worst_ulp_at: Vec<usize>,
-    /// Largest `|a - e| / |e|` (infinite where `e = 0` and `a != 0`).
+    /// Largest `|a - e| / |e|` (infinite where `e = 0` and `a != 0`, or where one side is
+    /// not finite).
     pub worst_rel: f64,
     /// Multi-index of the worst-relative-error element.
     pub worst_rel_at: Vec<usize>,
@@ -100,41 +102,66 @@ pub struct Comparison {
     pub n_bad: usize,
     /// Number of elements compared.
     pub n: usize,
+    /// Elements where exactly one side is NaN, or the two are different infinities or an
+    /// infinity against a finite value.
+    pub nonfinite: usize,
+    /// The element shown as "the worst": the one furthest outside the tolerance (relative to
+    /// what the tolerance allows it) when any is outside, else the worst-ulp element.
+    pub worst_at: Vec<usize>,
+    /// The expected value there.
+    pub expected_at_worst: Option<f64>,
+    /// The computed value there.
+    pub actual_at_worst: Option<f64>,
+    /// The scale `atol` was a fraction of.
+    pub scale: f64,
     /// A mismatch of shape or dtype that prevented an element-wise comparison.
     pub mismatch: Option<String>,
 }
 
 impl Comparison {
-    fn mismatch(msg: String) -> Comparison {
+    fn empty(n: usize) -> Comparison {
         Comparison {
-            passed: false,
-            worst_ulp: u64::MAX,
+            passed: true,
+            worst_ulp: Some(0),
             worst_ulp_at: vec![],
-            worst_rel: f64::INFINITY,
+            worst_rel: 0.0,
             worst_rel_at: vec![],
-            max_abs: f64::INFINITY,
+            max_abs: 0.0,
             n_bad: 0,
-            n: 0,
-            mismatch: Some(msg),
+            n,
+            nonfinite: 0,
+            worst_at: vec![],
+            expected_at_worst: None,
+            actual_at_worst: None,
+            scale: 0.0,
+            mismatch: None,
         }
     }
 
-    /// A short human-readable description of where the worst element sits.
+    fn mismatch(msg: String) -> Comparison {
+        Comparison { passed: false, worst_ulp: None, worst_rel: f64::INFINITY, max_abs: f64::INFINITY, n: 0, mismatch: Some(msg), ..Comparison::empty(0) }
+    }
+
+    /// A short human-readable description: where the worst element sits, its expected and
+    /// computed values, and how many elements are outside.
     pub fn detail(&self) -> String {
         if let Some(m) = &self.mismatch {
             return m.clone();
         }
-        format!(
-            "worst ulp at {:?}, worst rel at {:?}, max |d| {:.3e}, {} of {} outside",
-            self.worst_ulp_at, self.worst_rel_at, self.max_abs, self.n_bad, self.n
-        )
+        let at = match (self.expected_at_worst, self.actual_at_worst) {
+            (Some(e), Some(a)) => format!("worst at {:?}: expected {e:e}, got {a:e}", self.worst_at),
+            _ => "no element".into(),
+        };
+        let nonfinite = if self.nonfinite > 0 { format!(", {} NaN/inf where the other side differs", self.nonfinite) } else { String::new() };
+        format!("{at}; max |d| {:.3e}; {} of {} outside{nonfinite}", self.max_abs, self.n_bad, self.n)
     }
 }
 
-/// Distance in float32 ulps between two finite or infinite floats (`u64::MAX` if exactly one is NaN).
-pub fn ulp_distance(a: f32, b: f32) -> u64 {
+/// Distance in float32 ulps between two finite or infinite floats; `None` if exactly one is
+/// NaN (two NaNs are 0 apart).
+pub fn ulp_distance(a: f32, b: f32) -> Option<u64> {
     if a.is_nan() || b.is_nan() {
-        return if a.is_nan() && b.is_nan() { 0 } else { u64::MAX };
+        return if a.is_nan() && b.is_nan() { Some(0) } else { None };
     }
     fn ordered(x: f32) -> i64 {
         let i = x.to_bits() as i32;
@@ -144,7 +171,7 @@ pub fn ulp_distance(a: f32, b: f32) -> u64 {
             i as i64
         }
     }
-    (ordered(a) - ordered(b)).unsigned_abs()
+    Some((ordered(a) - ordered(b)).unsigned_abs())
 }
 
 fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
@@ -190,30 +217,28 @@ pub fn compare_scaled(actual: &Array, expected: &Array, tol: Tolerance, case_gra
 }
 
 fn compare_int<T: PartialEq + Copy + Into<i64>>(a: &[T], e: &[T], shape: &[usize]) -> Comparison {
-    let mut c = Comparison {
-        passed: true,
-        worst_ulp: 0,
-        worst_ulp_at: vec![],
-        worst_rel: 0.0,
-        worst_rel_at: vec![],
-        max_abs: 0.0,
-        n_bad: 0,
-        n: a.len(),
-        mismatch: None,
-    };
+    let mut c = Comparison::empty(a.len());
+    let mut worst: Option<(usize, u64)> = None;
     for (i, (&x, &y)) in a.iter().zip(e).enumerate() {
         let (x, y): (i64, i64) = (x.into(), y.into());
-        if x != y {
+        let d = (x - y).unsigned_abs();
+        if d != 0 {
             c.n_bad += 1;
-            let d = (x - y).unsigned_abs();
-            if c.n_bad == 1 || d > c.worst_ulp {
-                c.worst_ulp = d;
-                c.worst_ulp_at = unravel(i, shape);
-                c.worst_rel = if y == 0 { f64::INFINITY } else { d as f64 / y.unsigned_abs() as f64 };
-                c.worst_rel_at = c.worst_ulp_at.clone();
-                c.max_abs = d as f64;
-            }
         }
+        if worst.is_none_or(|(_, w)| d > w) {
+            worst = Some((i, d));
+        }
+    }
+    if let Some((i, d)) = worst {
+        let (x, y): (i64, i64) = (a[i].into(), e[i].into());
+        c.worst_ulp = Some(d);
+        c.worst_ulp_at = unravel(i, shape);
+        c.worst_rel = if d == 0 { 0.0 } else if y == 0 { f64::INFINITY } else { d as f64 / y.unsigned_abs() as f64 };
+        c.worst_rel_at = c.worst_ulp_at.clone();
+        c.max_abs = d as f64;
+        c.worst_at = c.worst_ulp_at.clone();
+        c.expected_at_worst = Some(y as f64);
+        c.actual_at_worst = Some(x as f64);
     }
     c.passed = c.n_bad == 0;
     c
@@ -222,36 +247,43 @@ fn compare_int<T: PartialEq + Copy + Into<i64>>(a: &[T], e: &[T], shape: &[usize
 fn compare_f32(a: &[f32], e: &[f32], shape: &[usize], tol: Tolerance, scale: Option<f64>) -> Comparison {
     let own = e.iter().filter(|x| x.is_finite()).fold(0f64, |m, &x| m.max(x.abs() as f64));
     let scale = scale.unwrap_or(own).max(f32::MIN_POSITIVE as f64);
-    let mut c = Comparison {
-        passed: true,
-        worst_ulp: 0,
-        worst_ulp_at: vec![],
-        worst_rel: 0.0,
-        worst_rel_at: vec![],
-        max_abs: 0.0,
-        n_bad: 0,
-        n: a.len(),
-        mismatch: None,
-    };
-    let (mut wu, mut wr) = (None::<usize>, None::<usize>);
+    let mut c = Comparison { scale, ..Comparison::empty(a.len()) };
+    // (index, ulp) of the worst-ulp element (None = unmeasurable), (index, rel), and the
+    // element furthest outside the tolerance as (index, excess ratio).
+    let (mut wu, mut wr, mut wb): (Option<(usize, Option<u64>)>, Option<usize>, Option<(usize, f64)>) = (None, None, None);
     for (i, (&x, &y)) in a.iter().zip(e).enumerate() {
         let ulp = ulp_distance(x, y);
-        let same = ulp == 0 || x == y;
+        let same = ulp == Some(0) || x == y;
+        let finite_pair = x.is_finite() && y.is_finite();
         let (abs, rel) = if same {
             (0.0, 0.0)
-        } else if x.is_nan() || y.is_nan() || x.is_infinite() || y.is_infinite() {
+        } else if !finite_pair {
+            c.nonfinite += 1;
             (f64::INFINITY, f64::INFINITY)
         } else {
             let d = (x as f64 - y as f64).abs();
             (d, if y == 0.0 { f64::INFINITY } else { d / (y as f64).abs() })
         };
-        let ok = same || ulp <= tol.max_ulp || abs <= tol.rtol * (y as f64).abs() + tol.atol * scale;
+        let allowed = tol.rtol * (y as f64).abs() + tol.atol * scale;
+        // An infinity is never "a few ulp" from the largest float: ulps count between finite values.
+        let ulp_ok = finite_pair && ulp.is_some_and(|u| u <= tol.max_ulp);
+        let ok = same || ulp_ok || (finite_pair && abs <= allowed);
         if !ok {
             c.n_bad += 1;
+            let excess = if finite_pair && allowed > 0.0 { abs / allowed } else { f64::INFINITY };
+            if wb.is_none_or(|(_, w)| excess > w) {
+                wb = Some((i, excess));
+            }
         }
-        if wu.is_none() || ulp > c.worst_ulp {
-            c.worst_ulp = ulp;
-            wu = Some(i);
+        // None (unmeasurable) counts as worse than any distance.
+        let worse = match (wu, ulp) {
+            (None, _) => true,
+            (Some((_, None)), _) => false,
+            (Some((_, Some(_))), None) => true,
+            (Some((_, Some(w))), Some(u)) => u > w,
+        };
+        if worse {
+            wu = Some((i, ulp));
         }
         if wr.is_none() || rel > c.worst_rel {
             c.worst_rel = rel;
@@ -261,8 +293,14 @@ fn compare_f32(a: &[f32], e: &[f32], shape: &[usize], tol: Tolerance, scale: Opt
             c.max_abs = abs;
         }
     }
-    c.worst_ulp_at = wu.map(|i| unravel(i, shape)).unwrap_or_default();
+    c.worst_ulp = wu.map_or(Some(0), |(_, u)| u);
+    c.worst_ulp_at = wu.map(|(i, _)| unravel(i, shape)).unwrap_or_default();
     c.worst_rel_at = wr.map(|i| unravel(i, shape)).unwrap_or_default();
+    if let Some(i) = wb.map(|(i, _)| i).or(wu.map(|(i, _)| i)) {
+        c.worst_at = unravel(i, shape);
+        c.expected_at_worst = Some(e[i] as f64);
+        c.actual_at_worst = Some(a[i] as f64);
+    }
     c.passed = c.n_bad == 0;
     c
 }
@@ -277,12 +315,12 @@ mod tests {
 
     #[test]
     fn ulp_distance_counts_representable_steps_across_zero() {
-        assert_eq!(ulp_distance(1.0, 1.0), 0);
-        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+        assert_eq!(ulp_distance(1.0, 1.0), Some(0));
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), Some(3));
         // +min_subnormal and -min_subnormal are two steps apart (through +0 == -0).
-        assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), 2);
-        assert_eq!(ulp_distance(f32::NAN, 1.0), u64::MAX);
-        assert_eq!(ulp_distance(f32::NAN, f32::NAN), 0);
+        assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), Some(2));
+        assert_eq!(ulp_distance(f32::NAN, 1.0), None);
+        assert_eq!(ulp_distance(f32::NAN, f32::NAN), Some(0));
     }
 
     #[test]
@@ -291,9 +329,11 @@ mod tests {
         let a = arr(&[1.0, f32::from_bits(2.0f32.to_bits() + 1), 3.0]);
         let c = compare(&a, &e, Tolerance::EXACT);
         assert!(!c.passed);
-        assert_eq!(c.worst_ulp, 1);
+        assert_eq!(c.worst_ulp, Some(1));
         assert_eq!(c.worst_ulp_at, vec![1]);
         assert_eq!(c.n_bad, 1);
+        assert_eq!((c.worst_at.clone(), c.expected_at_worst, c.actual_at_worst), (vec![1], Some(2.0), Some(f32::from_bits(2.0f32.to_bits() + 1) as f64)));
+        assert!(c.detail().contains("worst at [1]: expected 2e0"), "{}", c.detail());
         assert!(compare(&a, &e, Tolerance::elementwise(1)).passed);
     }
 
@@ -328,6 +368,15 @@ mod tests {
     fn nan_against_number_fails_and_shape_mismatch_is_named() {
         let c = compare(&arr(&[f32::NAN]), &arr(&[0.0]), Tolerance::close(1.0, 1.0));
         assert!(!c.passed);
+        assert_eq!((c.worst_ulp, c.nonfinite, c.n_bad), (None, 1, 1));
+        assert!(c.detail().contains("1 NaN/inf"), "{}", c.detail());
+        // The worst element shown is the one outside the tolerance, not the worst-ulp one that
+        // the relative tolerance lets pass.
+        let c = compare(&arr(&[100.0, f32::from_bits(1.0f32.to_bits() + 30)]), &arr(&[100.001, 1.0]), Tolerance { max_ulp: 4, ..Tolerance::close(1e-3, 0.0) });
+        assert_eq!((c.passed, c.worst_at.clone(), c.worst_ulp_at.clone()), (false, vec![1], vec![0]));
+        // Infinities that agree pass; an infinity against a number does not.
+        assert!(compare(&arr(&[f32::INFINITY, f32::NAN]), &arr(&[f32::INFINITY, f32::NAN]), Tolerance::EXACT).passed);
+        assert!(!compare(&arr(&[f32::INFINITY]), &arr(&[f32::NEG_INFINITY]), Tolerance::close(1.0, 1.0)).passed);
         let c = compare(&arr(&[1.0, 2.0]), &arr(&[1.0]), Tolerance::EXACT);
         assert!(!c.passed);
         assert!(c.mismatch.unwrap().contains("shape [2]"));

@@ -15,14 +15,17 @@
 
 mod dist;
 mod key;
+mod record;
 mod streams;
 mod threefry;
 
 pub use dist::*;
 pub use key::{Key, PrngMode};
+pub use record::{Draw, DrawKind, DrawValues};
 pub use streams::{RngError, Rngs};
 pub use threefry::threefry2x32;
 
+#[cfg(feature = "torch")]
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -42,10 +45,12 @@ pub fn numel(shape: &[i64]) -> Result<usize> {
     Ok(n)
 }
 
+#[cfg(feature = "torch")]
 fn to_tensor_f32(v: &[f32], shape: &[i64], device: Device) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?)
 }
 
+#[cfg(feature = "torch")]
 impl Key {
     /// `jax.random.uniform(key, shape, float32, minval, maxval)` as a tensor on `device`.
     pub fn uniform_tensor(&self, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
@@ -66,6 +71,7 @@ impl Key {
     }
 }
 
+#[cfg_attr(not(feature = "torch"), allow(dead_code))]
 fn check_interval(minval: f32, maxval: f32) -> Result<()> {
     if !(minval.is_finite() && maxval.is_finite() && minval < maxval) {
         return Err(Error::invalid("minval, maxval", "finite bounds with minval < maxval", format!("[{minval}, {maxval})")));
@@ -73,23 +79,69 @@ fn check_interval(minval: f32, maxval: f32) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "torch")]
 impl Rngs {
     /// Draws `U[minval, maxval)` of `shape` from stream `stream` (one count of that stream).
     pub fn uniform(&mut self, stream: &str, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
         check_interval(minval, maxval)?;
-        numel(shape)?;
-        self.stream(stream)?.uniform_tensor(shape, minval, maxval, device)
+        let n = numel(shape)?;
+        let (key, i, count) = self.stream_at(stream)?;
+        let v = key.uniform(n, minval, maxval);
+        let raw = || DrawValues::F32(if (minval, maxval) == (0.0, 1.0) { v.clone() } else { key.uniform(n, 0.0, 1.0) });
+        self.record(i, count, DrawKind::Uniform { minval, maxval }, shape, raw);
+        to_tensor_f32(&v, shape, device)
     }
 
     /// Draws standard normals of `shape` from stream `stream` (one count of that stream).
     pub fn normal(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
-        numel(shape)?;
-        self.stream(stream)?.normal_tensor(shape, device)
+        let n = numel(shape)?;
+        let (key, i, count) = self.stream_at(stream)?;
+        let v = key.normal(n);
+        self.record(i, count, DrawKind::Normal, shape, || DrawValues::F32(v.clone()));
+        to_tensor_f32(&v, shape, device)
     }
 
     /// Draws uint32 bits of `shape` (as int64) from stream `stream` (one count of that stream).
     pub fn bits(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
-        numel(shape)?;
-        self.stream(stream)?.bits_tensor(shape, device)
+        let n = numel(shape)?;
+        let (key, i, count) = self.stream_at(stream)?;
+        let bits = key.bits(n);
+        let t = Tensor::f_from_slice(&bits.iter().map(|&b| i64::from(b)).collect::<Vec<i64>>())?.f_reshape(shape)?.f_to_device(device)?;
+        self.record(i, count, DrawKind::Bits, shape, || DrawValues::U32(bits));
+        Ok(t)
+    }
+}
+
+#[cfg(all(test, feature = "torch"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_keeps_raw_draws_with_their_stream_and_counter() {
+        let mut r = Rngs::new(&[("default", 9), ("time", 0)]).unwrap();
+        let _ = r.normal("time", &[2], Device::Cpu).unwrap();
+        r.start_recording();
+        let u = r.uniform("time", &[3], 0.0, 1.0, Device::Cpu).unwrap();
+        let s = r.uniform("noise", &[2, 2], -2.0, 2.0, Device::Cpu).unwrap();
+        let b = r.bits("time", &[1], Device::Cpu).unwrap();
+        let fork = r.fork();
+        assert!(!fork.is_recording(), "a fork does not record");
+        let d = r.take_draws();
+        assert!(!r.is_recording());
+        assert_eq!(d.len(), 3);
+        assert_eq!((d[0].stream.as_str(), d[0].counter, d[0].shape.clone()), ("time", 1, vec![3]));
+        assert_eq!(d[0].values, DrawValues::F32(Vec::<f32>::try_from(&u).unwrap()));
+        // `noise` falls back to `default`; the raw [0, 1) draw is kept, not the scaled one.
+        assert_eq!((d[1].stream.as_str(), d[1].counter), ("default", 0));
+        assert_eq!(d[1].kind, DrawKind::Uniform { minval: -2.0, maxval: 2.0 });
+        let raw = Key::from_seed(9).fold_in(0).uniform(4, 0.0, 1.0);
+        assert_eq!(d[1].values, DrawValues::F32(raw.clone()));
+        let scaled: Vec<f32> = Vec::<f32>::try_from(&s.reshape([-1])).unwrap();
+        assert_ne!(scaled, raw);
+        assert_eq!(d[2].values, DrawValues::U32(vec![Vec::<i64>::try_from(&b).unwrap()[0] as u32]));
+        assert_eq!(d[2].counter, 2);
+        // Not recording: nothing kept.
+        let _ = r.normal("time", &[1], Device::Cpu).unwrap();
+        assert!(r.take_draws().is_empty());
     }
 }

@@ -56,8 +56,8 @@ impl std::error::Error for RngError {}
 
 /// One named stream: its base key and how many keys it has handed out.
 #[derive(Debug)]
-struct RngStream {
-    name: String,
+pub(super) struct RngStream {
+    pub(super) name: String,
     key: Key,
     count: u32,
 }
@@ -74,7 +74,9 @@ struct RngStream {
 /// purpose.
 #[derive(Debug)]
 pub struct Rngs {
-    streams: Vec<RngStream>,
+    pub(super) streams: Vec<RngStream>,
+    /// The draws recorded since [`Rngs::start_recording`] (`None`: not recording).
+    pub(super) recorded: Option<Vec<super::record::Draw>>,
 }
 
 impl Rngs {
@@ -106,6 +108,7 @@ impl Rngs {
                 key: Key::from_seed(seed),
                 count: 0,
             }],
+            recorded: None,
         }
     }
 
@@ -127,7 +130,7 @@ impl Rngs {
                 count: 0,
             });
         }
-        Ok(Rngs { streams })
+        Ok(Rngs { streams, recorded: None })
     }
 
     /// Index of the stream that `name` resolves to: itself, else `default`.
@@ -146,11 +149,18 @@ impl Rngs {
     /// advances) the `default` stream; with no `default` it is
     /// [`RngError::UnknownStream`] and nothing changes.
     pub fn stream(&mut self, name: &str) -> Result<Key, RngError> {
+        self.stream_at(name).map(|(key, _, _)| key)
+    }
+
+    /// [`Rngs::stream`], also returning the index of the stream that answered and the
+    /// count that was folded in (what a recorded draw names).
+    pub(super) fn stream_at(&mut self, name: &str) -> Result<(Key, usize, u32), RngError> {
         let i = self.resolve(name)?;
         let s = &mut self.streams[i];
-        let key = s.key.fold_in(s.count);
+        let count = s.count;
+        let key = s.key.fold_in(count);
         s.count = s.count.wrapping_add(1);
-        Ok(key)
+        Ok((key, i, count))
     }
 
     /// `rngs()`: the next key of the `default` stream
@@ -188,6 +198,8 @@ impl Rngs {
     /// The copy and `self` then evolve independently, so drawing the same
     /// sequence from both replays the same keys. This is not nnx's
     /// `split_rngs` / `fork` (which split keys); it is a plain state copy.
+    /// The copy does not record (see [`Rngs::start_recording`]): a computation that replays
+    /// draws on a fork (MeanFlow's forward-mode JVP) consumes them once, on `self`.
     pub fn fork(&self) -> Rngs {
         Rngs {
             streams: self
@@ -199,6 +211,7 @@ impl Rngs {
                     count: s.count,
                 })
                 .collect(),
+            recorded: None,
         }
     }
 }

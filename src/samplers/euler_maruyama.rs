@@ -239,7 +239,7 @@ impl Sampler for EulerMaruyama {
         let null = args.null_labels()?;
         let d = self.guided_drift(args, x, t_curr, null.as_ref())?;
         let x_mean = euler_update(x, &d, t_curr, t_next)?;
-        let n = rngs.next_default()?.normal_tensor(&x_mean.size(), x_mean.device())?;
+        let n = rngs.normal("default", &x_mean.size(), x_mean.device())?;
         let wiener = n.f_mul_scalar((t_next - t_curr).abs().sqrt() as f64)?;
         Ok(x_mean.f_add(&wiener.f_mul_scalar(self.diffusion_coeff(t_curr).sqrt() as f64)?)?)
     }

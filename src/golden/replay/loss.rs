@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::{build, Computed, ReplayOptions};
+use super::{build, Computed, ReplayOptions, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case, CaseKind};
 use crate::interfaces::Repa;
@@ -23,12 +23,13 @@ struct LossCase {
 }
 
 /// Replays the case.
-pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
+pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
     let device = opts.device;
     let c: LossCase = case.settings()?;
     let iface = build::interface_on(case, opts.jvp, device)?;
     let net = build::network(case, device)?;
     let mut rngs = build::rngs(case, "rngs")?;
+    rngs.start_recording();
     if c.shape.len() < 2 || c.shape.iter().any(|&d| d < 1) {
         return Err(case.error(Some("case.json"), format!("`shape` {:?}: expected [B, ..., C] with at least 2 positive dimensions", c.shape)));
     }
@@ -62,13 +63,15 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Computed> {
         o.loss
     };
     out.insert("out.loss".into(), Array::from_tensor(&loss)?);
+    // The draws of the loss itself (the backward below draws nothing).
+    let draws = rngs.take_draws();
     if case.kind == CaseKind::Grad {
         loss.f_mean(Kind::Float)?.f_backward()?;
         for (name, p) in params {
             out.insert(format!("grad.{name}"), Array::from_tensor(&grad_or_zeros(&p)?)?);
         }
     }
-    Ok(out)
+    Ok(Replayed { outputs: out, draws })
 }
 
 /// A parameter the loss does not use (the probe's `Wd` without `dt`, the DiT's

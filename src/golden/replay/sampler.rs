@@ -5,7 +5,7 @@
 
 use tch::Device;
 
-use super::{build, Computed};
+use super::{build, Computed, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case};
 use crate::rng::Rngs;
@@ -23,7 +23,7 @@ fn one() -> f64 {
 }
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
+pub fn run(case: &Case, device: Device) -> Result<Replayed> {
     let c: SamplerCase = case.settings()?;
     let (ty, s) = build::typed_block(case, "sampler")?;
     let sampler = AnySampler::from_settings(&ty, &s).map_err(|e| case.error(Some("case.json"), format!("`sampler`: {e}")))?;
@@ -35,11 +35,12 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
     let b = x.size().first().copied().unwrap_or(0) as usize;
     let y = case.opt_tensor("in.y", "<i4", Some(&[b]), device)?;
     let mut rngs = Rngs::with_default(c.rng_seed);
+    rngs.start_recording();
     let grid = sampler.timegrid()?;
     let model = Model::new(iface.as_ref(), net.as_ref());
     let x_final = tch::no_grad(|| sampler.sample(&mut rngs, model, &x, None, c.guidance_scale, y.as_ref()))?;
     let mut out = Computed::new();
     out.insert("out.timegrid".into(), Array::f32(vec![grid.len()], grid)?);
     out.insert("out.x_final".into(), Array::from_tensor(&x_final)?);
-    Ok(out)
+    Ok(Replayed { outputs: out, draws: rngs.take_draws() })
 }
