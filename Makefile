@@ -1,7 +1,8 @@
 # diffuse-spec: every entry point sets itself up on a fresh machine.
 #
 #   make check     replay every golden case (fixtures/ and ../shared/golden/v1) and print the table
-#   make test      the whole test suite (unit, golden, property, malformed inputs)
+#   make test      the whole test suite (unit, golden, property, malformed inputs, the spec
+#                  restatement and exporter, the libtorch-free verify); what CI runs
 #   make fixtures  regenerate fixtures/ from the JAX restatement in spec/, then fixtures/MANIFEST.sha256
 #   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
 #   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
@@ -29,10 +30,14 @@ TORCH_STAMP := $(TORCH_VENV)/.installed
 else
 TORCH_STAMP :=
 endif
-# The spec environment, for tests that run the JAX exporter (skipped when absent).
+# The spec environment, for tests that run the JAX exporter and the schema checks (`make test`
+# installs it; a plain `cargo test` skips those tests when it is absent).
 export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
+# The libtorch-free build (`--no-default-features`): verify and manifest only.
+NOTORCH_DIR := target/notorch
+NOTORCH_BIN := $(NOTORCH_DIR)/debug/diffuse-spec
 
-.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -58,8 +63,13 @@ check: build
 	./target/release/diffuse-spec check fixtures $(if $(wildcard $(GOLDEN)),$(GOLDEN),)
 	@[ -d "$(GOLDEN)" ] || echo "note: $(GOLDEN) not found; only fixtures/ were checked"
 
-test: torch-env
-	$(CARGO) test --no-fail-fast -- --test-threads=2
+notorch:
+	$(CARGO) build --no-default-features --bin diffuse-spec --target-dir $(NOTORCH_DIR)
+
+# DIFFUSE_SPEC_STRICT turns "skipped: the spec environment / the libtorch-free binary is
+# missing" into a failure: under `make test` (CI) those tests always run.
+test: torch-env spec-env notorch
+	DIFFUSE_SPEC_STRICT=1 DIFFUSE_SPEC_NOTORCH_BIN=$(CURDIR)/$(NOTORCH_BIN) $(CARGO) test --no-fail-fast -- --test-threads=2
 
 fixtures: spec-env build
 	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --out ../fixtures/v1

@@ -4,7 +4,7 @@
 //! diffusion / flow-matching *interfaces* of the JAX project diffuse_nnx: SiT,
 //! EDM, MeanFlow, REPA, sCT / sCD, and the samplers.
 //!
-//! Layout (see `../shared/architecture.md`): the library below —
+//! Layout: the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
 //! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
 //! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
@@ -15,8 +15,8 @@
 //! Conventions: SiT and MeanFlow put noise at `t = 1` and data at `t = 0`; EDM's
 //! `t` is the noise level sigma; `U[a, b)` intervals are half-open; losses are per
 //! example. Faithful by default: where the reference departs from the math
-//! (quirks Q1..Q14 of the reference notes), the corrected behaviour is an explicit,
-//! named option.
+//! (quirks Q1..Q19, listed in `docs/reference.md`), the corrected behaviour is an explicit,
+//! named option. The golden case format is `docs/format.md`.
 #![deny(missing_docs)]
 
 pub mod error;

@@ -1,6 +1,6 @@
 """Recompute golden cases with the restatement and compare against the reference's outputs.
 
-    cd spec && python -m diffuse_spec_ref.restate --golden /work/shared/golden/v1 --out DIR [--only SUBSTR]
+    cd spec && python -m diffuse_spec_ref.restate --golden GOLDEN_DIR --out DIR [--only SUBSTR]
 
 For each golden case: read it, ask each area's ``recompute`` (the first that answers
 wins), and write a candidate case ``DIR/<name>/`` holding a copy of ``case.json`` and

@@ -5,7 +5,7 @@
 //! regression target, `pred`, `score` and the per-example loss. One file per
 //! interface; the shared trait, enums and helpers live here.
 //!
-//! Conventions (as in the reference, `../shared/reference-notes.md`):
+//! Conventions (as in the reference; `docs/reference.md` has every formula):
 //! - SiT and MeanFlow: the linear path `x_t = (1 - t) x + t n`, noise at `t = 1`, data at `t = 0`.
 //! - EDM: `t` *is* the noise level sigma, `x_t = x + t n`.
 //! - sCT / sCD: TrigFlow, `x_t = cos(t) x + sin(t) sigma_d n`, `t` in `[0, pi/2]` (see
