@@ -13,12 +13,16 @@
 //! - tensor draws on [`Rngs`] and [`Key`] (this file): values are computed on the host
 //!   and copied to the requested device, so CPU and CUDA see the same numbers.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod dist;
+mod host;
 mod key;
 mod streams;
 mod threefry;
 
 pub use dist::*;
+pub use host::{draw_threads, host_path, set_draw_threads, set_host_path, DrawOptions, DrawThreads, HostPath, MIN_PER_THREAD};
 pub use key::{Key, PrngMode};
 pub use streams::{RngError, Rngs};
 pub use threefry::threefry2x32;
