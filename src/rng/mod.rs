@@ -10,8 +10,28 @@
 //! - [`Rngs`]: named streams with `flax.nnx.Rngs` semantics (each call is
 //!   `fold_in(key, counter)`, then the counter moves on), the explicit object every
 //!   interface and sampler draws from;
+//! - bulk draws on the host (`host`): every element is a pure function of its index, so a
+//!   draw is cut into chunks computed on any [`HostPath`] (AVX2 + FMA lanes of `avx2`,
+//!   scalar with FMA, portable; detected at run time) and any number of threads with the
+//!   same bits;
 //! - tensor draws on [`Rngs`] and [`Key`] (this file): values are computed on the host
-//!   and copied to the requested device, so CPU and CUDA see the same numbers.
+//!   and copied to the requested device, so CPU and CUDA see the same numbers; or, opt-in
+//!   ([`TensorDraws::OnDevice`]), by tensor ops on the device itself (`device`), with the
+//!   same bits.
+//!
+//! # Threads and instruction sets
+//!
+//! A draw of fewer than `2 * MIN_PER_THREAD` (131 072) elements runs on the calling
+//! thread. A larger one uses at most [`draw_threads`] threads — by default
+//! [`DrawThreads::FollowTorch`], `min(available_parallelism, tch::get_num_threads())`: the
+//! draw runs between libtorch ops while libtorch's own pool waits, so it takes no core
+//! the caller has not given libtorch already, and `tch::set_num_threads(1)` makes it
+//! single-threaded too. A program with threads of its own (several training loops, a data
+//! loader drawing noise) sets the budget explicitly with [`set_draw_threads`]
+//! (`DrawThreads::ONE`: never a second thread), or per draw with [`DrawOptions`] and the
+//! `Key::fill_*` draws. [`set_host_path`] / [`DrawOptions::path`] force an instruction set
+//! (tests and benchmarks do). Both settings are process-wide values read at each draw,
+//! like libtorch's thread count; neither changes a value, only the time it takes.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
