@@ -20,9 +20,9 @@
 //! a *scalar* with a reciprocal multiply). Subnormals are flushed exactly where `dist.rs`
 //! flushes them.
 //!
-//! Cost: about 150 integer ops for Threefry and some 600 float ops for the normal map
-//! (each emulated FMA is a dozen float64 ops), all memory-bound passes over the draw, so
-//! it is slower than the host path plus a copy on a CPU device. Whether it is faster than
+//! Cost: about 170 integer ops for Threefry and some 900 for the normal map (each of its
+//! 33 emulated FMAs is two dozen float64 / int64 ops), all memory-bound passes over the
+//! draw, so on a CPU device it is far slower than the host path. Whether it is faster than
 //! the host path plus a host-to-device copy on a GPU has not been measured (no GPU was at
 //! hand): it is therefore not the default (see [`TensorDraws`]). Its exactness is tested
 //! on the CPU device here (the normal map on all 2^23 inputs, draws against the host) and
