@@ -37,40 +37,40 @@ pub const SQRT_2_F32: f32 = std::f32::consts::SQRT_2;
 // Eigen's SSE `plog`, Cephes coefficients). Bit patterns are the float32
 // constants of the emitted code; the comment gives the decimal of the source.
 /// `cephes_SQRTHF` = 0.707106781186547524.
-const LOG_SQRTHF: f32 = f32::from_bits(0x3f35_04f3);
+pub(super) const LOG_SQRTHF: f32 = f32::from_bits(0x3f35_04f3);
 /// `cephes_log_p0` = 7.0376836292E-2.
-const LOG_P0: f32 = f32::from_bits(0x3d90_21bb);
+pub(super) const LOG_P0: f32 = f32::from_bits(0x3d90_21bb);
 /// `cephes_log_p1` = -1.1514610310E-1.
-const LOG_P1: f32 = f32::from_bits(0xbdeb_d1b8);
+pub(super) const LOG_P1: f32 = f32::from_bits(0xbdeb_d1b8);
 /// `cephes_log_p2` = 1.1676998740E-1.
-const LOG_P2: f32 = f32::from_bits(0x3def_251a);
+pub(super) const LOG_P2: f32 = f32::from_bits(0x3def_251a);
 /// `cephes_log_p3` = -1.2420140846E-1.
-const LOG_P3: f32 = f32::from_bits(0xbdfe_5d4f);
+pub(super) const LOG_P3: f32 = f32::from_bits(0xbdfe_5d4f);
 /// `cephes_log_p4` = 1.4249322787E-1.
-const LOG_P4: f32 = f32::from_bits(0x3e11_e9bf);
+pub(super) const LOG_P4: f32 = f32::from_bits(0x3e11_e9bf);
 /// `cephes_log_p5` = -1.6668057665E-1.
-const LOG_P5: f32 = f32::from_bits(0xbe2a_ae50);
+pub(super) const LOG_P5: f32 = f32::from_bits(0xbe2a_ae50);
 /// `cephes_log_p6` = 2.0000714765E-1.
-const LOG_P6: f32 = f32::from_bits(0x3e4c_ceac);
+pub(super) const LOG_P6: f32 = f32::from_bits(0x3e4c_ceac);
 /// `cephes_log_p7` = -2.4999993993E-1.
-const LOG_P7: f32 = f32::from_bits(0xbe7f_fffc);
+pub(super) const LOG_P7: f32 = f32::from_bits(0xbe7f_fffc);
 /// `cephes_log_p8` = 3.3333331174E-1.
-const LOG_P8: f32 = f32::from_bits(0x3eaa_aaaa);
+pub(super) const LOG_P8: f32 = f32::from_bits(0x3eaa_aaaa);
 /// `cephes_log_q1` = -2.12194440e-4.
-const LOG_Q1: f32 = f32::from_bits(0xb95e_8083);
+pub(super) const LOG_Q1: f32 = f32::from_bits(0xb95e_8083);
 /// `cephes_log_q2` = 0.693359375.
-const LOG_Q2: f32 = f32::from_bits(0x3f31_8000);
+pub(super) const LOG_Q2: f32 = f32::from_bits(0x3f31_8000);
 
 // XLA `EmitLog1p` (elemental_ir_emitter.cc): Cephes log1p rational
 // approximation, coefficients highest degree first, leading 1 / 4.527e-5
 // included.
 /// `kAntilogarithmIsSmallThreshold` = sqrt(2) - 1 = 0.41421356237309504880.
-const LOG1P_SMALL: f32 = f32::from_bits(0x3ed4_13cd);
+pub(super) const LOG1P_SMALL: f32 = f32::from_bits(0x3ed4_13cd);
 /// `kNumeratorCoeffs`: 4.5270000862445199635215E-5, 4.9854102823193375972212E-1,
 /// 6.5787325942061044846969E0, 2.9911919328553073277375E1,
 /// 6.0949667980987787057556E1, 5.7112963590585538103336E1,
 /// 2.0039553499201281259648E1.
-const LOG1P_NUM: [f32; 7] = [
+pub(super) const LOG1P_NUM: [f32; 7] = [
     f32::from_bits(0x383d_e04b),
     f32::from_bits(0x3eff_40c5),
     f32::from_bits(0x40d2_84fa),
@@ -83,7 +83,7 @@ const LOG1P_NUM: [f32; 7] = [
 /// 8.3047565967967209469434E1, 2.2176239823732856465394E2,
 /// 3.0909872225312059774938E2, 2.1642788614495947685003E2,
 /// 6.0118660497603843919306E1.
-const LOG1P_DEN: [f32; 7] = [
+pub(super) const LOG1P_DEN: [f32; 7] = [
     1.0,
     f32::from_bits(0x4171_01ad),
     f32::from_bits(0x42a6_185b),
@@ -99,7 +99,7 @@ const LOG1P_DEN: [f32; 7] = [
 /// `w < 5` set: 2.81022636e-08, 3.43273939e-07, -3.5233877e-06,
 /// -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164,
 /// 0.246640727, 1.50140941.
-const ERFINV_LT5: [f32; 9] = [
+pub(super) const ERFINV_LT5: [f32; 9] = [
     f32::from_bits(0x32f1_6588),
     f32::from_bits(0x34b8_4b36),
     f32::from_bits(0xb66c_7357),
@@ -113,7 +113,7 @@ const ERFINV_LT5: [f32; 9] = [
 /// `w >= 5` set: -0.000200214257, 0.000100950558, 0.00134934322,
 /// -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406,
 /// 2.83297682.
-const ERFINV_GE5: [f32; 9] = [
+pub(super) const ERFINV_GE5: [f32; 9] = [
     f32::from_bits(0xb951_f09b),
     f32::from_bits(0x38d3_b56b),
     f32::from_bits(0x3ab0_dc72),
@@ -175,10 +175,23 @@ pub fn unit_f32_from_bits(bits: u32) -> f32 {
 /// JAX has the same property. Mirrors `_uniform` in `jax/_src/random.py`.
 #[inline(always)]
 pub fn uniform_f32_from_bits(bits: u32, minval: f32, maxval: f32) -> f32 {
-    let f = unit_f32_from_bits(bits);
+    let (lo, scale) = uniform_bounds(minval, maxval);
+    uniform_f32_from_parts(bits, lo, scale)
+}
+
+/// The per-draw constants of [`uniform_f32_from_bits`]: `lo = flush(minval)` and
+/// `scale = flush(flush(maxval) - lo)`, computed once for a whole draw.
+#[inline(always)]
+pub(super) fn uniform_bounds(minval: f32, maxval: f32) -> (f32, f32) {
     let lo = flush_denormal(minval);
-    let scale = flush_denormal(flush_denormal(maxval) - lo);
-    xla_max_f32(lo, flush_denormal(f.mul_add(scale, lo)))
+    (lo, flush_denormal(flush_denormal(maxval) - lo))
+}
+
+/// [`uniform_f32_from_bits`] given the constants of [`uniform_bounds`]:
+/// `max(lo, flush(fma(f, scale, lo)))`.
+#[inline(always)]
+pub(super) fn uniform_f32_from_parts(bits: u32, lo: f32, scale: f32) -> f32 {
+    xla_max_f32(lo, flush_denormal(unit_f32_from_bits(bits).mul_add(scale, lo)))
 }
 
 /// XLA CPU's float32 natural logarithm (Eigen/Cephes `plog`), bit for bit.

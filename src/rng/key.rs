@@ -12,8 +12,14 @@
 //! layout hashes `iota(prod(shape))` and reshapes. A scalar shape `()` is
 //! `n = 1`. `split(key, (a, b))` likewise equals `split(key, a*b)` reshaped.
 
+#[cfg(doc)]
 use super::dist::{normal_f32_from_bits, uniform_f32_from_bits};
+use super::dist::uniform_bounds;
+use super::host::{self, DrawOptions, Map, Plan};
+#[cfg(doc)]
+use super::host::HostPath;
 use super::threefry::{hash_index, hash_iota_into, threefry2x32};
+use crate::error::Result;
 
 /// Which threefry counter layout JAX uses (`jax_threefry_partitionable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,34 +159,57 @@ impl Key {
     /// remainder. Depends only on `n`, not on the shape.
     pub fn bits_with(&self, mode: PrngMode, n: usize) -> Vec<u32> {
         let mut out = vec![0u32; n];
-        self.fill_bits(mode, &mut out);
+        self.fill(mode, Plan::auto(), &mut out, Map::Bits);
         out
     }
 
-    /// Fills `out` with the 32-bit draw of `out.len()` elements.
-    fn fill_bits(&self, mode: PrngMode, out: &mut [u32]) {
-        match mode {
-            PrngMode::Partitionable => {
-                let key = self.data;
-                par_chunks(out, |start, chunk| map_partitionable(key, start, chunk, |b| b));
-            }
-            PrngMode::Legacy => {
-                const BLOCK: u64 = u32::MAX as u64;
-                let n = out.len() as u64;
-                let (nblocks, rem) = (n / BLOCK, n % BLOCK);
-                if nblocks == 0 {
-                    hash_iota_into(self.data, out);
-                } else {
-                    let keys = self.split_with(PrngMode::Legacy, nblocks as usize + 1);
-                    let (blocks, last) = out.split_at_mut((nblocks * BLOCK) as usize);
-                    for (chunk, k) in blocks.chunks_mut(BLOCK as usize).zip(&keys) {
-                        hash_iota_into(k.data, chunk);
-                    }
-                    debug_assert_eq!(last.len() as u64, rem);
-                    hash_iota_into(keys[nblocks as usize].data, last);
-                }
+    /// The legacy draw of `out.len()` words, then `map` (`_threefry_random_bits_original`).
+    fn legacy(&self, plan: Plan, out: &mut [u32], map: Map) {
+        const BLOCK: u64 = u32::MAX as u64;
+        let n = out.len() as u64;
+        let nblocks = n / BLOCK;
+        if nblocks == 0 {
+            host::hash_iota(plan, self.data, out);
+        } else {
+            let keys = self.split_with(PrngMode::Legacy, nblocks as usize + 1);
+            // Blocks of 2^32 - 1 words, each under its own key; the last key hashes the
+            // remainder (unused when there is none).
+            for (chunk, k) in out.chunks_mut(BLOCK as usize).zip(&keys) {
+                host::hash_iota(plan, k.data, chunk);
             }
         }
+        host::map_in_place(plan, out, map);
+    }
+
+    /// Fills `out` with `map` of the draw of `out.len()` words under `mode`.
+    fn fill(&self, mode: PrngMode, plan: Plan, out: &mut [u32], map: Map) {
+        match mode {
+            PrngMode::Partitionable => host::fill_partitionable(plan, self.data, out, map),
+            PrngMode::Legacy => self.legacy(plan, out, map),
+        }
+    }
+
+    /// [`Key::bits_with`] into `out` (`n = out.len()`), on the path and threads of `opts`.
+    /// Every path and thread count gives the same bits; a forced [`HostPath`] this CPU
+    /// lacks is [`Error::Unsupported`](crate::Error::Unsupported).
+    pub fn fill_bits(&self, mode: PrngMode, out: &mut [u32], opts: &DrawOptions) -> Result<()> {
+        self.fill(mode, opts.resolve()?, out, Map::Bits);
+        Ok(())
+    }
+
+    /// [`Key::uniform_with`] into `out` (`n = out.len()`), on the path and threads of
+    /// `opts` (same values on every path).
+    pub fn fill_uniform(&self, mode: PrngMode, out: &mut [f32], minval: f32, maxval: f32, opts: &DrawOptions) -> Result<()> {
+        let (lo, scale) = uniform_bounds(minval, maxval);
+        self.fill(mode, opts.resolve()?, host::as_words(out), Map::Uniform { lo, scale });
+        Ok(())
+    }
+
+    /// [`Key::normal_with`] into `out` (`n = out.len()`), on the path and threads of `opts`
+    /// (same values on every path).
+    pub fn fill_normal(&self, mode: PrngMode, out: &mut [f32], opts: &DrawOptions) -> Result<()> {
+        self.fill(mode, opts.resolve()?, host::as_words(out), Map::Normal);
+        Ok(())
     }
 
     /// `jax.random.uniform(key, shape, float32, minval, maxval)` in the
@@ -193,19 +222,10 @@ impl Key {
     /// `jax.random.uniform(key, shape, float32, minval, maxval)` under `mode`:
     /// [`uniform_f32_from_bits`] of [`Key::bits_with`]. Mirrors `_uniform`.
     pub fn uniform_with(&self, mode: PrngMode, n: usize, minval: f32, maxval: f32) -> Vec<f32> {
-        match mode {
-            PrngMode::Partitionable => {
-                let mut out = vec![0f32; n];
-                let key = self.data;
-                par_chunks(&mut out, |start, chunk| map_partitionable(key, start, chunk, |b| uniform_f32_from_bits(b, minval, maxval)));
-                out
-            }
-            PrngMode::Legacy => {
-                let mut bits = vec![0u32; n];
-                self.fill_bits(mode, &mut bits);
-                bits.into_iter().map(|b| uniform_f32_from_bits(b, minval, maxval)).collect()
-            }
-        }
+        let mut out = vec![0f32; n];
+        let (lo, scale) = uniform_bounds(minval, maxval);
+        self.fill(mode, Plan::auto(), host::as_words(&mut out), Map::Uniform { lo, scale });
+        out
     }
 
     /// `jax.random.normal(key, shape, float32)` in the partitionable mode:
@@ -220,68 +240,10 @@ impl Key {
     /// ([`normal_f32_from_bits`] of [`Key::bits_with`]). Mirrors
     /// `_normal_real`.
     pub fn normal_with(&self, mode: PrngMode, n: usize) -> Vec<f32> {
-        match mode {
-            PrngMode::Partitionable => {
-                let mut out = vec![0f32; n];
-                let key = self.data;
-                par_chunks(&mut out, |start, chunk| map_partitionable(key, start, chunk, normal_f32_from_bits));
-                out
-            }
-            PrngMode::Legacy => {
-                let mut bits = vec![0u32; n];
-                self.fill_bits(mode, &mut bits);
-                bits.into_iter().map(normal_f32_from_bits).collect()
-            }
-        }
+        let mut out = vec![0f32; n];
+        self.fill(mode, Plan::auto(), host::as_words(&mut out), Map::Normal);
+        out
     }
-}
-
-/// Elements per thread below which a draw stays on the calling thread.
-const PAR_MIN: usize = 1 << 16;
-
-/// Runs `f(start, chunk)` over contiguous chunks of `out` on up to
-/// `available_parallelism()` scoped threads. Every element is a pure function of its
-/// index (partitionable mode), so the result does not depend on the split.
-fn par_chunks<T: Send, F: Fn(usize, &mut [T]) + Sync>(out: &mut [T], f: F) {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let per = out.len().div_ceil(threads.max(1)).max(PAR_MIN);
-    if threads <= 1 || out.len() <= per {
-        f(0, out);
-        return;
-    }
-    std::thread::scope(|s| {
-        for (i, chunk) in out.chunks_mut(per).enumerate() {
-            let f = &f;
-            s.spawn(move || f(i * per, chunk));
-        }
-    });
-}
-
-/// `out[j] = map(y0 ^ y1)` for `[y0, y1] = threefry2x32(key, index start + j)`.
-/// On x86-64 with FMA the loop is compiled with the `fma` target feature, so
-/// `f32::mul_add` is one instruction rather than a libm call; both round once, so
-/// the values are identical.
-fn map_partitionable<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: M) {
-    #[inline(always)]
-    fn body<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: &M) {
-        for (j, o) in out.iter_mut().enumerate() {
-            let y = hash_index(key, (start + j) as u64);
-            *o = map(y[0] ^ y[1]);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma")]
-        unsafe fn body_fma<T, M: Fn(u32) -> T>(key: [u32; 2], start: usize, out: &mut [T], map: &M) {
-            body(key, start, out, map)
-        }
-        if std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports FMA (checked just above).
-            unsafe { body_fma(key, start, out, &map) };
-            return;
-        }
-    }
-    body(key, start, out, &map)
 }
 
 #[cfg(test)]
@@ -291,6 +253,7 @@ mod tests {
     //! version's python: `python -c "<one-liner>"`); float draws are compared
     //! as float32 bit patterns, printed by `.view(np.uint32)`.
     use super::*;
+    use crate::rng::{DrawThreads, HostPath};
 
     const P: PrngMode = PrngMode::Partitionable;
     const L: PrngMode = PrngMode::Legacy;
@@ -558,64 +521,84 @@ mod tests {
         }
     }
 
-    /// Digests printed by `python spec/scripts/rng_digest.py` (jax 0.5.1).
-    /// The 10^7-normal stream is hashed only in optimized builds; debug
-    /// builds hash its first 10^6 values against their own JAX digest.
+    /// Digests printed by `python spec/scripts/rng_digest.py` (jax 0.5.1), through the
+    /// default draws (`Key::normal`, ...). The 10^7-normal stream is hashed only in
+    /// optimized builds; debug builds hash its first 10^6 values against their own JAX
+    /// digest.
     #[test]
     fn long_stream_digests() {
+        digests_on(None);
+    }
+
+    /// [`long_stream_digests`] with every host path forced in turn (the `fill_*` draws),
+    /// on 1 and on 3 threads.
+    #[test]
+    fn long_stream_digests_on_every_host_path() {
+        for path in HostPath::ALL {
+            if !path.is_available() {
+                eprintln!("NOT RUN on this CPU: host path {path:?}");
+                assert!(Key::from_seed(0).fill_normal(P, &mut [0.0; 4], &DrawOptions::with_path(path)).is_err());
+                continue;
+            }
+            for threads in [1, 3] {
+                let t = DrawThreads::Fixed(std::num::NonZeroUsize::new(threads).unwrap());
+                digests_on(Some(DrawOptions::with_path(path).with_threads(t)));
+            }
+        }
+    }
+
+    /// The digests through the default draws (`None`) or `fill_*` with `opts`.
+    fn digests_on(opts: Option<DrawOptions>) {
+        let normal = |k: Key, mode, n| match opts {
+            None => k.normal_with(mode, n),
+            Some(o) => {
+                let mut v = vec![0f32; n];
+                k.fill_normal(mode, &mut v, &o).unwrap();
+                v
+            }
+        };
+        let uniform = |k: Key, mode, n, a, b| match opts {
+            None => k.uniform_with(mode, n, a, b),
+            Some(o) => {
+                let mut v = vec![0f32; n];
+                k.fill_uniform(mode, &mut v, a, b, &o).unwrap();
+                v
+            }
+        };
+        let bits = |k: Key, mode, n| match opts {
+            None => k.bits_with(mode, n),
+            Some(o) => {
+                let mut v = vec![0u32; n];
+                k.fill_bits(mode, &mut v, &o).unwrap();
+                v
+            }
+        };
+        let f = |v: Vec<f32>| fnv1a64(v.iter().map(|x| x.to_bits()));
         let normal_seed = Key::from_seed(20250101);
+        let ctx = format!("{opts:?}");
         if cfg!(debug_assertions) {
             // normal seed=20250101 n=1000000 mode=partitionable
-            let v = normal_seed.normal(1_000_000);
-            assert_eq!(
-                fnv1a64(v.iter().map(|x| x.to_bits())),
-                0x996f_3620_ea89_313f
-            );
+            assert_eq!(f(normal(normal_seed, P, 1_000_000)), 0x996f_3620_ea89_313f, "{ctx}");
         } else {
             // normal seed=20250101 n=10000000 mode=partitionable
-            let v = normal_seed.normal(10_000_000);
-            assert_eq!(
-                fnv1a64(v.iter().map(|x| x.to_bits())),
-                0x3e96_fd27_0951_6f7f
-            );
+            let v = normal(normal_seed, P, 10_000_000);
+            assert_eq!(fnv1a64(v.iter().map(|x| x.to_bits())), 0x3e96_fd27_0951_6f7f, "{ctx}");
             // normal seed=20250101 n=1000000 mode=partitionable
-            assert_eq!(
-                fnv1a64(v[..1_000_000].iter().map(|x| x.to_bits())),
-                0x996f_3620_ea89_313f
-            );
+            assert_eq!(fnv1a64(v[..1_000_000].iter().map(|x| x.to_bits())), 0x996f_3620_ea89_313f, "{ctx}");
         }
         let u = Key::from_seed(31337);
         // uniform seed=31337 n=100000 minval=0.0 maxval=1.0 mode=partitionable
-        let d = fnv1a64(u.uniform(100_000, 0.0, 1.0).iter().map(|x| x.to_bits()));
-        assert_eq!(d, 0xce9b_4eda_b661_63c2);
+        assert_eq!(f(uniform(u, P, 100_000, 0.0, 1.0)), 0xce9b_4eda_b661_63c2, "{ctx}");
         // uniform seed=31337 n=100001 minval=-2.0 maxval=3.0 mode=partitionable
-        let d = fnv1a64(u.uniform(100_001, -2.0, 3.0).iter().map(|x| x.to_bits()));
-        assert_eq!(d, 0x9830_818e_679e_66b0);
+        assert_eq!(f(uniform(u, P, 100_001, -2.0, 3.0)), 0x9830_818e_679e_66b0, "{ctx}");
         // bits seed=4242 n=100000 mode=partitionable
-        assert_eq!(
-            fnv1a64(Key::from_seed(4242).bits(100_000)),
-            0xefec_33f7_47d4_c7de
-        );
+        assert_eq!(fnv1a64(bits(Key::from_seed(4242), P, 100_000)), 0xefec_33f7_47d4_c7de, "{ctx}");
         // normal seed=20250101 n=100001 mode=legacy
-        let d = fnv1a64(
-            normal_seed
-                .normal_with(L, 100_001)
-                .iter()
-                .map(|x| x.to_bits()),
-        );
-        assert_eq!(d, 0xa93d_1d9f_a49e_a181);
+        assert_eq!(f(normal(normal_seed, L, 100_001)), 0xa93d_1d9f_a49e_a181, "{ctx}");
         // uniform seed=31337 n=100001 minval=-2.0 maxval=3.0 mode=legacy
-        let d = fnv1a64(
-            u.uniform_with(L, 100_001, -2.0, 3.0)
-                .iter()
-                .map(|x| x.to_bits()),
-        );
-        assert_eq!(d, 0x59b6_752d_9a4c_a8bf);
+        assert_eq!(f(uniform(u, L, 100_001, -2.0, 3.0)), 0x59b6_752d_9a4c_a8bf, "{ctx}");
         // bits seed=4242 n=100001 mode=legacy
-        assert_eq!(
-            fnv1a64(Key::from_seed(4242).bits_with(L, 100_001)),
-            0xfdac_b196_9437_6ed8
-        );
+        assert_eq!(fnv1a64(bits(Key::from_seed(4242), L, 100_001)), 0xfdac_b196_9437_6ed8, "{ctx}");
     }
 
     #[test]

@@ -10,16 +10,44 @@
 //! - [`Rngs`]: named streams with `flax.nnx.Rngs` semantics (each call is
 //!   `fold_in(key, counter)`, then the counter moves on), the explicit object every
 //!   interface and sampler draws from;
+//! - bulk draws on the host (`host`): every element is a pure function of its index, so a
+//!   draw is cut into chunks computed on any [`HostPath`] (AVX2 + FMA lanes of `avx2`,
+//!   scalar with FMA, portable; detected at run time) and any number of threads with the
+//!   same bits;
 //! - tensor draws on [`Rngs`] and [`Key`] (this file): values are computed on the host
-//!   and copied to the requested device, so CPU and CUDA see the same numbers.
+//!   and copied to the requested device, so CPU and CUDA see the same numbers; or, opt-in
+//!   ([`TensorDraws::OnDevice`]), by tensor ops on the device itself (`device`), with the
+//!   same bits.
+//!
+//! # Threads and instruction sets
+//!
+//! A draw of fewer than `2 * MIN_PER_THREAD` (131 072) elements runs on the calling
+//! thread. A larger one uses at most [`draw_threads`] threads — by default
+//! [`DrawThreads::FollowTorch`], `min(available_parallelism, tch::get_num_threads())`: the
+//! draw runs between libtorch ops while libtorch's own pool waits, so it takes no core
+//! the caller has not given libtorch already, and `tch::set_num_threads(1)` makes it
+//! single-threaded too. A program with threads of its own (several training loops, a data
+//! loader drawing noise) sets the budget explicitly with [`set_draw_threads`]
+//! (`DrawThreads::ONE`: never a second thread), or per draw with [`DrawOptions`] and the
+//! `Key::fill_*` draws. [`set_host_path`] / [`DrawOptions::path`] force an instruction set
+//! (tests and benchmarks do). Both settings are process-wide values read at each draw,
+//! like libtorch's thread count; neither changes a value, only the time it takes.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(feature = "torch")]
+mod device;
 mod dist;
+mod host;
 mod key;
 mod record;
 mod streams;
 mod threefry;
 
+#[cfg(feature = "torch")]
+pub use device::{set_tensor_draws, tensor_draws, TensorDraws};
 pub use dist::*;
+pub use host::{draw_threads, host_path, set_draw_threads, set_host_path, DrawOptions, DrawThreads, HostPath, MIN_PER_THREAD};
 pub use key::{Key, PrngMode};
 pub use record::{Draw, DrawKind, DrawValues};
 pub use streams::{RngError, Rngs};
@@ -50,24 +78,67 @@ fn to_tensor_f32(v: &[f32], shape: &[i64], device: Device) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?)
 }
 
+/// Whether a tensor draw for `device` runs on the device itself ([`TensorDraws::OnDevice`]
+/// and a non-CPU device).
+#[cfg(feature = "torch")]
+fn on_device(device: Device) -> bool {
+    device != Device::Cpu && tensor_draws() == TensorDraws::OnDevice
+}
+
 #[cfg(feature = "torch")]
 impl Key {
     /// `jax.random.uniform(key, shape, float32, minval, maxval)` as a tensor on `device`.
+    /// Computed on the host and copied, or on the device with [`TensorDraws::OnDevice`]
+    /// (same values).
     pub fn uniform_tensor(&self, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
         check_interval(minval, maxval)?;
-        to_tensor_f32(&self.uniform(numel(shape)?, minval, maxval), shape, device)
+        let n = numel(shape)?;
+        if on_device(device) {
+            return Ok(device::uniform(self.data(), n, minval, maxval, device)?.f_reshape(shape)?);
+        }
+        to_tensor_f32(&self.uniform(n, minval, maxval), shape, device)
     }
 
-    /// `jax.random.normal(key, shape, float32)` as a tensor on `device`.
+    /// `jax.random.normal(key, shape, float32)` as a tensor on `device`. Computed on the host
+    /// and copied, or on the device with [`TensorDraws::OnDevice`] (same values).
     pub fn normal_tensor(&self, shape: &[i64], device: Device) -> Result<Tensor> {
-        to_tensor_f32(&self.normal(numel(shape)?), shape, device)
+        let n = numel(shape)?;
+        if on_device(device) {
+            return Ok(device::normal(self.data(), n, device)?.f_reshape(shape)?);
+        }
+        to_tensor_f32(&self.normal(n), shape, device)
     }
 
     /// `jax.random.bits(key, shape, uint32)` as an int64 tensor on `device` (libtorch's uint32
-    /// support is partial, so the values are widened).
+    /// support is partial, so the values are widened). Computed on the host and copied, or on
+    /// the device with [`TensorDraws::OnDevice`] (same values).
     pub fn bits_tensor(&self, shape: &[i64], device: Device) -> Result<Tensor> {
-        let v: Vec<i64> = self.bits(numel(shape)?).into_iter().map(i64::from).collect();
+        let n = numel(shape)?;
+        if on_device(device) {
+            return Ok(device::bits(self.data(), n, device)?.f_reshape(shape)?);
+        }
+        let v: Vec<i64> = self.bits(n).into_iter().map(i64::from).collect();
         Ok(Tensor::f_from_slice(&v)?.f_reshape(shape)?.f_to_device(device)?)
+    }
+
+    /// [`Key::normal_tensor`] computed by tensor ops on `device` whatever
+    /// [`tensor_draws`] says (on the CPU device too): the device path of
+    /// [`TensorDraws::OnDevice`], for tests and measurements.
+    pub fn normal_tensor_on_device(&self, shape: &[i64], device: Device) -> Result<Tensor> {
+        Ok(device::normal(self.data(), numel(shape)?, device)?.f_reshape(shape)?)
+    }
+
+    /// [`Key::uniform_tensor`] computed by tensor ops on `device` (see
+    /// [`Key::normal_tensor_on_device`]).
+    pub fn uniform_tensor_on_device(&self, shape: &[i64], minval: f32, maxval: f32, device: Device) -> Result<Tensor> {
+        check_interval(minval, maxval)?;
+        Ok(device::uniform(self.data(), numel(shape)?, minval, maxval, device)?.f_reshape(shape)?)
+    }
+
+    /// [`Key::bits_tensor`] computed by tensor ops on `device` (see
+    /// [`Key::normal_tensor_on_device`]).
+    pub fn bits_tensor_on_device(&self, shape: &[i64], device: Device) -> Result<Tensor> {
+        Ok(device::bits(self.data(), numel(shape)?, device)?.f_reshape(shape)?)
     }
 }
 

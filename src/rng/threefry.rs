@@ -14,10 +14,10 @@
 //!   (`jax_threefry_partitionable=True`, the 0.5.1 default).
 
 /// Rotation amounts of the first and second half of each 8-round cycle.
-const ROTATIONS: [[u32; 4]; 2] = [[13, 15, 26, 6], [17, 29, 16, 24]];
+pub(super) const ROTATIONS: [[u32; 4]; 2] = [[13, 15, 26, 6], [17, 29, 16, 24]];
 
 /// Key-schedule parity constant of Threefry (`0x1BD11BDA`).
-const KS_PARITY: u32 = 0x1BD1_1BDA;
+pub(super) const KS_PARITY: u32 = 0x1BD1_1BDA;
 
 /// One mix round: `x0 += x1; x1 = rotl(x1, r) ^ x0` (`apply_round`).
 #[inline(always)]
