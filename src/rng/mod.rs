@@ -150,6 +150,9 @@ fn check_interval(minval: f32, maxval: f32) -> Result<()> {
     Ok(())
 }
 
+/// Tensor draws from named streams. While recording ([`Rngs::start_recording`]) the values are
+/// made on the host (they are kept raw) and copied; otherwise a draw takes the path that
+/// [`Key::uniform_tensor`] and its siblings choose (the same values either way).
 #[cfg(feature = "torch")]
 impl Rngs {
     /// Draws `U[minval, maxval)` of `shape` from stream `stream` (one count of that stream).
@@ -157,6 +160,9 @@ impl Rngs {
         check_interval(minval, maxval)?;
         let n = numel(shape)?;
         let (key, i, count) = self.stream_at(stream)?;
+        if !self.is_recording() {
+            return key.uniform_tensor(shape, minval, maxval, device);
+        }
         let v = key.uniform(n, minval, maxval);
         let raw = || DrawValues::F32(if (minval, maxval) == (0.0, 1.0) { v.clone() } else { key.uniform(n, 0.0, 1.0) });
         self.record(i, count, DrawKind::Uniform { minval, maxval }, shape, raw);
@@ -167,6 +173,9 @@ impl Rngs {
     pub fn normal(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
         let n = numel(shape)?;
         let (key, i, count) = self.stream_at(stream)?;
+        if !self.is_recording() {
+            return key.normal_tensor(shape, device);
+        }
         let v = key.normal(n);
         self.record(i, count, DrawKind::Normal, shape, || DrawValues::F32(v.clone()));
         to_tensor_f32(&v, shape, device)
@@ -176,6 +185,9 @@ impl Rngs {
     pub fn bits(&mut self, stream: &str, shape: &[i64], device: Device) -> Result<Tensor> {
         let n = numel(shape)?;
         let (key, i, count) = self.stream_at(stream)?;
+        if !self.is_recording() {
+            return key.bits_tensor(shape, device);
+        }
         let bits = key.bits(n);
         let t = Tensor::f_from_slice(&bits.iter().map(|&b| i64::from(b)).collect::<Vec<i64>>())?.f_reshape(shape)?.f_to_device(device)?;
         self.record(i, count, DrawKind::Bits, shape, || DrawValues::U32(bits));
