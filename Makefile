@@ -2,7 +2,8 @@
 #
 #   make check     replay every golden case (fixtures/ and ../shared/golden/v1) and print the table
 #   make test      the whole test suite (unit, golden, property, malformed inputs, the spec
-#                  restatement and exporter, the libtorch-free verify); what CI runs
+#                  restatement and exporter, the libtorch-free verify), then `make port`; what CI runs
+#   make port      the PyTorch port of ports/torch against every fixture, through the libtorch-free verify
 #   make fixtures  regenerate fixtures/ from the JAX restatement in spec/, then fixtures/MANIFEST.sha256
 #   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
 #   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
@@ -37,7 +38,7 @@ export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
 NOTORCH_DIR := target/notorch
 NOTORCH_BIN := $(NOTORCH_DIR)/debug/diffuse-spec
 
-.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch port
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -47,6 +48,12 @@ $(TORCH_VENV)/.installed:
 	touch $@
 
 torch-env: $(TORCH_STAMP)
+
+# pytest for the port suite (ports/torch), the one package added to the torch virtualenv.
+PYTEST_VERSION := 8.4.2
+$(TORCH_VENV)/.pytest-$(PYTEST_VERSION): $(TORCH_VENV)/.installed
+	$(TORCH_VENV)/bin/pip install -q pytest==$(PYTEST_VERSION)
+	touch $@
 
 $(SPEC_VENV)/.installed: spec/requirements.txt
 	@echo "== installing the spec environment (jax 0.5.1) into $(SPEC_VENV)"
@@ -70,6 +77,7 @@ notorch:
 # missing" into a failure: under `make test` (CI) those tests always run.
 test: torch-env spec-env notorch
 	DIFFUSE_SPEC_STRICT=1 DIFFUSE_SPEC_NOTORCH_BIN=$(CURDIR)/$(NOTORCH_BIN) $(CARGO) test --no-fail-fast -- --test-threads=2
+	$(MAKE) --no-print-directory port
 
 fixtures: spec-env build
 	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --out ../fixtures/v1
@@ -96,6 +104,11 @@ bench: torch-env
 demo: torch-env
 	$(CARGO) run --release --example toy
 	cp target/demo/toy.png docs/toy.png
+
+# The PyTorch port (ports/torch) run over every fixture and checked by `diffuse-spec verify`
+# built without libtorch, as a port author would use it.
+port: $(TORCH_VENV)/.pytest-$(PYTEST_VERSION) notorch
+	DIFFUSE_SPEC_VERIFY=$(CURDIR)/$(NOTORCH_BIN) $(TORCH_VENV)/bin/python -m pytest ports/torch -q
 
 clean-env:
 	rm -rf $(TORCH_VENV) $(SPEC_VENV)
