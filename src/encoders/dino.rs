@@ -34,7 +34,7 @@
 //!   by a precomputed `16 x 16 + 1` one (`pos_embed_base.npy`): see
 //!   [`Dino::with_position_table`].
 //! - The table resize uses `(S + 0.1) / G`, not `S / G` (a `+ 0.1` inherited from DINO's
-//!   torch code to dodge a rounding issue of `scale_factor`).
+//!   torch code to dodge a rounding problem of `scale_factor`).
 //! - When the table is resized (`S != G`), transformers' Flax model fails for a batch of more
 //!   than one image (it reshapes the resized table to `[B, -1, D]` and concatenates a
 //!   `[1, 1, D]` class row). Refused by default ([`BatchedTable::Refuse`]);
