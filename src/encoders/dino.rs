@@ -56,7 +56,9 @@
 //! ([`BicubicResize::Torch`], [`TableResize::Torch`]), and `docs/dino.md` measures the gap.
 //!
 //! Arithmetic follows Flax: LayerNorm with the fast variance and the scale folded into the
-//! `rsqrt` factor, the query divided by `sqrt(hd)` before the product. Parameters are kept
+//! `rsqrt` factor, the query divided by `sqrt(hd)` before the product. The patch embedding
+//! is a matmul of the flattened patches (the same sum as the VALID conv; cuDNN's conv would
+//! default to TF32 on CUDA). Parameters are kept
 //! under their Flax paths and layouts (`golden-format.md`, kind `encoder`); the Hugging Face
 //! PyTorch layout is converted in `dino_weights.rs`.
 
@@ -561,10 +563,17 @@ impl Dino {
                 why: "the reference fails there (transformers' Flax DINOv2 reshapes the resized table to [B, -1, D]); encode one image at a time, or set DinoOptions::batched_table = Broadcast".into(),
             });
         }
-        // VALID conv with stride p: [D, 3, p, p] weight from the Flax kernel [p, p, 3, D]
-        let w = self.p("embeddings.patch_embeddings.projection.kernel")?.f_permute([3, 2, 0, 1])?;
-        let bias = self.p("embeddings.patch_embeddings.projection.bias")?;
-        let tokens = pixels.f_conv2d(&w, Some(bias), [p, p], [0, 0], [1, 1], 1)?.f_flatten(2, 3)?.f_transpose(1, 2)?;
+        // VALID conv with stride p as patches @ kernel: [B, 3, Sh p, Sw p] -> [B, Sh, Sw, p, p, 3]
+        // -> [B, T, p p 3] @ [p p 3, D] (the Flax kernel [p, p, 3, D] flattened). A matmul, not
+        // cuDNN's conv, which defaults to TF32 on CUDA.
+        let patches = pixels
+            .f_narrow(2, 0, sh * p)?
+            .f_narrow(3, 0, sw * p)?
+            .f_reshape([b, 3, sh, p, sw, p])?
+            .f_permute([0, 2, 4, 3, 5, 1])?
+            .f_reshape([b, sh * sw, p * p * 3])?;
+        let w = self.p("embeddings.patch_embeddings.projection.kernel")?.f_reshape([p * p * 3, d])?;
+        let tokens = patches.f_matmul(&w)?.f_add(self.p("embeddings.patch_embeddings.projection.bias")?)?;
         let cls = self.p("embeddings.cls_token")?.f_expand([b, 1, d], false)?;
         let mut x = Tensor::f_cat(&[cls, tokens], 1)?.f_add(&pos)?;
         for i in 0..self.cfg.num_hidden_layers {
