@@ -6,7 +6,8 @@
 //!
 //! Layout: the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
-//! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
+//! networks), [`encoders`] (REPA's frozen feature detectors: DINOv2 and the bicubic
+//! resizes), [`interfaces`] (one file per interface), [`samplers`] (time grids and
 //! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
 //! Wasserstein) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
@@ -19,6 +20,8 @@
 //! named option. The golden case format is `docs/format.md`.
 #![deny(missing_docs)]
 
+#[cfg(feature = "torch")]
+pub mod encoders;
 pub mod error;
 pub mod golden;
 #[cfg(feature = "torch")]

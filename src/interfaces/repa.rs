@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::{mean_flat, Interface, LossOutput};
+use crate::encoders::FeatureEncoder;
 use crate::error::{Error, Result};
 use crate::networks::weights::check_names_and_shapes;
 use crate::networks::Backbone;
@@ -230,6 +231,27 @@ impl Repa {
         let diffusion_loss = inner.loss.shallow_clone();
         let loss = diffusion_loss.f_add(&repa_loss.f_mul_scalar(self.cfg.repa_loss_weight)?)?;
         Ok(RepaLossOutput { loss, diffusion_loss, repa_loss, inner })
+    }
+
+    /// [`Repa::loss`] with the target features made from `images` (`[B, H, W, 3]`, as the
+    /// detector takes them) by `encoder`, run under `no_grad` (the detector is frozen):
+    /// images -> features -> REPA loss on `x` (the backbone's input, e.g. the images' latents)
+    /// in one call. The encoder's `feature_dim` must be the configuration's, and its token
+    /// count the backbone's (checked by [`Repa::repa_loss`]).
+    pub fn loss_from_images(
+        &self,
+        net: &dyn Backbone,
+        x: &Tensor,
+        images: &Tensor,
+        encoder: &dyn FeatureEncoder,
+        y: Option<&Tensor>,
+        rngs: &mut Rngs,
+    ) -> Result<RepaLossOutput> {
+        if encoder.feature_dim() != self.cfg.feature_dim {
+            return Err(Error::invalid("encoder", format!("features of width feature_dim = {}", self.cfg.feature_dim), format!("width {}", encoder.feature_dim())));
+        }
+        let x_feature = tch::no_grad(|| encoder.encode(images))?;
+        self.loss(net, x, &x_feature, y, rngs)
     }
 }
 
