@@ -7,8 +7,8 @@
 //! Layout (see `../shared/architecture.md`): the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
 //! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
-//! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
-//! Wasserstein) — and the golden harness
+//! one file per sampler), [`validate`] (every input check, at a chosen level),
+//! [`metrics`] (sample quality: energy distance, sliced Wasserstein) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
 //! `diffuse-spec` CLI drives. A user who trains with the crate never touches `golden`.
 //!
@@ -29,5 +29,6 @@ pub mod npy;
 pub mod precision;
 pub mod rng;
 pub mod samplers;
+pub mod validate;
 
 pub use error::{Error, Result};

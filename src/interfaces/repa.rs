@@ -27,7 +27,7 @@ use tch::{Device, Kind, Tensor};
 use super::{mean_flat, Interface, LossOutput};
 use crate::error::{Error, Result};
 use crate::networks::weights::check_names_and_shapes;
-use crate::networks::Backbone;
+use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
 
 /// The path prefix of the projector's parameters (`projector.layers.0.kernel`, ...).
@@ -182,8 +182,13 @@ impl Repa {
     }
 
     /// The wrapped interface (sampling goes through it: REPA's `pred` / `score` are its).
-    pub fn interface(&self) -> &dyn Interface {
+    pub fn interface(&self) -> &(dyn Interface + 'static) {
         self.interface.as_ref()
+    }
+
+    /// The wrapped interface's per-step hook ([`Interface::on_step`]).
+    pub fn on_step(&mut self, step: u64) {
+        self.interface.on_step(step);
     }
 
     /// The projector.
@@ -221,11 +226,11 @@ impl Repa {
         mean_flat(&cos.f_neg()?)
     }
 
-    /// The REPA loss on data `x` with target features `x_feature` (`[B, T, feature_dim]`) and
-    /// labels `y`: one call of the wrapped interface's loss, then the alignment loss on its
-    /// features.
-    pub fn loss(&self, net: &dyn Backbone, x: &Tensor, x_feature: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<RepaLossOutput> {
-        let inner = self.interface.loss(net, x, y, rngs)?;
+    /// The REPA loss on data `x` with target features `x_feature` (`[B, T, feature_dim]`, from
+    /// a frozen encoder) and conditioning `cond`: one call of the wrapped interface's loss,
+    /// then the alignment loss on its features.
+    pub fn loss(&self, net: &dyn Backbone, x: &Tensor, x_feature: &Tensor, cond: Cond<'_>, rngs: &mut Rngs) -> Result<RepaLossOutput> {
+        let inner = self.interface.loss(net, x, cond, rngs)?;
         let repa_loss = self.repa_loss(&inner.features, x_feature)?;
         let diffusion_loss = inner.loss.shallow_clone();
         let loss = diffusion_loss.f_add(&repa_loss.f_mul_scalar(self.cfg.repa_loss_weight)?)?;
