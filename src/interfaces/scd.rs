@@ -50,6 +50,7 @@ use super::{flat_settings, Edm, Interface, LossOutput, MeanFlow, Preconditioning
 use crate::error::{Error, Result};
 use crate::networks::{Backbone, Cond, Pass};
 use crate::rng::Rngs;
+use crate::validate::Validation;
 
 /// Settings of [`Scd`]: those of [`SctConfig`] (same names and defaults) plus the reference's
 /// `guidance_scale` (default 1, no guidance), read from one flat object.
@@ -105,6 +106,7 @@ pub enum TeacherConvention {
 pub struct Teacher {
     convention: TeacherConvention,
     net: Box<dyn Backbone>,
+    validation: Validation,
 }
 
 impl std::fmt::Debug for Teacher {
@@ -136,7 +138,7 @@ impl Teacher {
                 }
             }
         }
-        Ok(Teacher { convention, net })
+        Ok(Teacher { convention, net, validation: Validation::Full })
     }
 
     /// The convention.
@@ -147,6 +149,11 @@ impl Teacher {
     /// The teacher's network.
     pub fn network(&self) -> &dyn Backbone {
         self.net.as_ref()
+    }
+
+    /// How much the teacher's network checks its inputs (an [`Scd`] sets its student's level).
+    pub fn with_validation(self, validation: Validation) -> Teacher {
+        Teacher { validation, ..self }
     }
 
     /// The teacher's TrigFlow velocity `dx_t/dt` at the student's `(x_t, t)` for a student
@@ -160,30 +167,30 @@ impl Teacher {
             TeacherConvention::SiT(s) => {
                 let ns = s.config().base.n_sigma;
                 let (x_s, ss) = trigflow::to_sit(x_t, t, sigma_d, ns)?;
-                let v = net.call(&x_s, &ss, cond, Pass::eval())?.out;
+                let v = net.call(&x_s, &ss, cond, Pass::eval().with_validation(self.validation))?.out;
                 trigflow::velocity_from_sit(&x_s, &ss, &v, t, sigma_d, ns)?
             }
             TeacherConvention::MeanFlow(m) => {
                 let ns = m.config().base.n_sigma;
                 let (x_s, ss) = trigflow::to_sit(x_t, t, sigma_d, ns)?;
                 let dt = ss.f_zeros_like()?;
-                let v = net.call(&x_s, &ss, cond.with_dt(Some(&dt)), Pass::eval())?.out;
+                let v = net.call(&x_s, &ss, cond.with_dt(Some(&dt)), Pass::eval().with_validation(self.validation))?.out;
                 trigflow::velocity_from_sit(&x_s, &ss, &v, t, sigma_d, ns)?
             }
             TeacherConvention::Edm(e) => {
                 let ns = e.config().base.n_sigma;
                 let (x_e, sigma) = trigflow::to_edm(x_t, t, sigma_d, ns)?;
-                let (d, _) = e.denoise(net, &x_e, &sigma, cond, Pass::eval())?;
+                let (d, _) = e.denoise(net, &x_e, &sigma, cond, Pass::eval().with_validation(self.validation))?;
                 trigflow::velocity_from_edm(&x_e, &sigma, &d, t, sigma_d, ns)?
             }
             TeacherConvention::TrigFlow { sigma_d: sd_t } => {
                 let sd_t = *sd_t;
                 if sd_t == sigma_d {
-                    net.call(&x_t.f_div_scalar(sigma_d)?, t, cond, Pass::eval())?.out.f_mul_scalar(sigma_d)?
+                    net.call(&x_t.f_div_scalar(sigma_d)?, t, cond, Pass::eval().with_validation(self.validation))?.out.f_mul_scalar(sigma_d)?
                 } else {
                     let (x_e, sigma) = trigflow::to_edm(x_t, t, sigma_d, 1.0)?;
                     let (x_tt, tt) = trigflow::from_edm(&x_e, &sigma, sd_t, 1.0)?;
-                    let vt = net.call(&x_tt.f_div_scalar(sd_t)?, &tt, cond, Pass::eval())?.out.f_mul_scalar(sd_t)?;
+                    let vt = net.call(&x_tt.f_div_scalar(sd_t)?, &tt, cond, Pass::eval().with_validation(self.validation))?.out.f_mul_scalar(sd_t)?;
                     let (x_hat, z_hat) = trigflow::split(&x_tt, &tt, &vt)?;
                     trigflow::velocity_from_estimates(&x_hat, &z_hat.f_div_scalar(sd_t)?, t, sigma_d)?
                 }
@@ -224,6 +231,7 @@ impl Scd {
         if !cfg.guidance_scale.is_finite() {
             return Err(Error::invalid("guidance_scale", "a finite value", cfg.guidance_scale));
         }
+        let teacher = teacher.with_validation(cfg.sct.base.validation);
         Ok(Scd { core: Sct::new(cfg.sct, head)?, teacher, guidance_scale: cfg.guidance_scale })
     }
 
