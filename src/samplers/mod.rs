@@ -259,7 +259,33 @@ pub trait Sampler {
 /// Implementors provide [`Sample::forward`] and [`Sample::last_step`]; the loop
 /// [`Sample::sample`] is shared. Each sampler implements it for the models it can integrate
 /// (the bound on `I`): any [`Interface`] (Euler, Heun), a [`Score`] (Euler-Maruyama), an
-/// [`AverageVelocity`] (Euler-jump).
+/// [`AverageVelocity`] (Euler-jump). A model without what the sampler needs does not compile:
+///
+/// ```compile_fail,E0277
+/// use diffuse_spec::interfaces::{SiT, SiTConfig};
+/// use diffuse_spec::networks::ProbeMlp;
+/// use diffuse_spec::rng::Rngs;
+/// use diffuse_spec::samplers::{EulerJump, GridKind, Model, Sample, SamplerConfig};
+///
+/// // Euler-jump needs an average velocity u(x, t, r); SiT has none.
+/// fn jump(sit: &SiT, net: &ProbeMlp, x: &tch::Tensor) -> diffuse_spec::Result<tch::Tensor> {
+///     let s = EulerJump::new(SamplerConfig::new(2, GridKind::Uniform), Default::default())?;
+///     s.sample(&mut Rngs::with_default(0), Model::new(sit, net), x, None, 1.0, None)
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// use diffuse_spec::interfaces::Sct;
+/// use diffuse_spec::networks::ProbeMlp;
+/// use diffuse_spec::rng::Rngs;
+/// use diffuse_spec::samplers::{EulerMaruyama, GridKind, Model, Sample, SamplerConfig};
+///
+/// // Euler-Maruyama needs a score; a consistency model has none.
+/// fn sde(sct: &Sct, net: &ProbeMlp, x: &tch::Tensor) -> diffuse_spec::Result<tch::Tensor> {
+///     let s = EulerMaruyama::new(SamplerConfig::new(2, GridKind::Uniform), Default::default())?;
+///     s.sample(&mut Rngs::with_default(0), Model::new(sct, net), x, None, 1.0, None)
+/// }
+/// ```
 pub trait Sample<I: ?Sized = dyn Interface>: Sampler {
     /// One integration step from `t_curr` to `t_next` (a step that is not the last).
     fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor>;
