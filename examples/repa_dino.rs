@@ -9,7 +9,7 @@
 
 use diffuse_spec::encoders::{Dino, DinoConfig, FeatureEncoder};
 use diffuse_spec::interfaces::{Projector, Repa, RepaConfig, SiT, SiTConfig};
-use diffuse_spec::networks::{Backbone, Dit, DitConfig};
+use diffuse_spec::networks::{Backbone, Cond, Dit, DitConfig};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::Result;
 use tch::{Device, Kind, Tensor};
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let mut first = None;
     let mut last = 0.0;
     for step in 0..8 {
-        let out = repa.loss_from_images(&dit, &latents, &img, &dino, Some(&y), &mut rngs)?;
+        let out = repa.loss_from_images(&dit, &latents, &img, &dino, Cond::labels(Some(&y)), &mut rngs)?;
         let (l, d, r) = (mean(&out.loss)?, mean(&out.diffusion_loss)?, mean(&out.repa_loss)?);
         println!("step {step}: loss {l:.4}  diffusion {d:.4}  repa (mean -cos) {r:.4}");
         first.get_or_insert(r);

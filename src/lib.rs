@@ -8,8 +8,8 @@
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
 //! networks), [`encoders`] (REPA's frozen feature detectors: DINOv2 and the bicubic
 //! resizes), [`interfaces`] (one file per interface), [`samplers`] (time grids and
-//! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
-//! Wasserstein) — and the golden harness
+//! one file per sampler), [`validate`] (every input check, at a chosen level),
+//! [`metrics`] (sample quality: energy distance, sliced Wasserstein) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
 //! `diffuse-spec` CLI drives. A user who trains with the crate never touches `golden`.
 //!
@@ -38,5 +38,6 @@ pub mod precision;
 pub mod rng;
 #[cfg(feature = "torch")]
 pub mod samplers;
+pub mod validate;
 
 pub use error::{Error, Result};

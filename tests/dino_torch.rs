@@ -50,7 +50,7 @@ fn with(opts: DinoOptions) -> Dino {
 
 fn compare(name: &str, actual: &Tensor, expected: &Tensor, tol: Tolerance) {
     let c = golden::compare(&Array::from_tensor(actual).unwrap(), &Array::from_tensor(expected).unwrap(), tol);
-    eprintln!("{name}: worst ulp {}, worst rel {:.3e}, max |d| {:.3e}", c.worst_ulp, c.worst_rel, c.max_abs);
+    eprintln!("{name}: worst ulp {:?}, worst rel {:.3e}, max |d| {:.3e}", c.worst_ulp, c.worst_rel, c.max_abs);
     assert!(c.passed, "{name}: {}", c.detail());
 }
 

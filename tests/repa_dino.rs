@@ -3,7 +3,7 @@
 
 use diffuse_spec::encoders::{Dino, DinoConfig, FeatureEncoder};
 use diffuse_spec::interfaces::{Projector, Repa, RepaConfig, SiT, SiTConfig};
-use diffuse_spec::networks::{Dit, DitConfig};
+use diffuse_spec::networks::{Cond, Dit, DitConfig};
 use diffuse_spec::rng::Rngs;
 use tch::{Device, Kind, Tensor};
 
@@ -31,9 +31,9 @@ fn loss_from_images_is_the_loss_on_the_detectors_features() {
     tch::manual_seed(5);
     let images = (Tensor::rand([2, 256, 256, 3], (Kind::Float, Device::Cpu)) * 2.0 - 1.0).set_requires_grad(true);
     let x = Tensor::randn([2, 32, 32, 3], (Kind::Float, Device::Cpu));
-    let a = repa.loss_from_images(&dit, &x, &images, &dino, None, &mut rngs()).unwrap();
+    let a = repa.loss_from_images(&dit, &x, &images, &dino, Cond::none(), &mut rngs()).unwrap();
     let feats = dino.encode(&images.detach()).unwrap();
-    let b = repa.loss(&dit, &x, &feats, None, &mut rngs()).unwrap();
+    let b = repa.loss(&dit, &x, &feats, Cond::none(), &mut rngs()).unwrap();
     assert!(a.loss.equal(&b.loss), "{:?} vs {:?}", a.loss, b.loss);
     assert!(a.repa_loss.equal(&b.repa_loss));
     // the detector runs without a graph: nothing flows back to the images
@@ -49,15 +49,15 @@ fn mismatched_detectors_are_errors() {
     let (dino, dit, repa) = setup(12);
     let x = Tensor::randn([1, 32, 32, 3], (Kind::Float, Device::Cpu));
     let img = Tensor::zeros([1, 256, 256, 3], (Kind::Float, Device::Cpu));
-    let e = repa.loss_from_images(&dit, &x, &img, &dino, None, &mut rngs()).unwrap_err().to_string();
+    let e = repa.loss_from_images(&dit, &x, &img, &dino, Cond::none(), &mut rngs()).unwrap_err().to_string();
     assert!(e.contains("feature_dim = 12") && e.contains("width 16"), "{e}");
     // token count: a 512 image gives 32 x 32 DINO tokens against the DiT's 16 x 16
     let (dino, dit, repa) = setup(16);
     let img = Tensor::zeros([1, 512, 512, 3], (Kind::Float, Device::Cpu));
-    let e = repa.loss_from_images(&dit, &x, &img, &dino, None, &mut rngs()).unwrap_err().to_string();
+    let e = repa.loss_from_images(&dit, &x, &img, &dino, Cond::none(), &mut rngs()).unwrap_err().to_string();
     assert!(e.contains("x_feature") && e.contains("1024"), "{e}");
     // an image the detector refuses (Q19)
     let img = Tensor::zeros([1, 128, 128, 3], (Kind::Float, Device::Cpu));
-    let e = repa.loss_from_images(&dit, &x, &img, &dino, None, &mut rngs()).unwrap_err().to_string();
+    let e = repa.loss_from_images(&dit, &x, &img, &dino, Cond::none(), &mut rngs()).unwrap_err().to_string();
     assert!(e.contains("Q19"), "{e}");
 }
