@@ -38,6 +38,7 @@ pub mod precision;
 pub mod rng;
 #[cfg(feature = "torch")]
 pub mod samplers;
+#[cfg(feature = "torch")]
 pub mod validate;
 
 pub use error::{Error, Result};
