@@ -155,6 +155,7 @@ def main():
                     help="CPU threads of every implementation (default 1: on a shared 2-core machine "
                          "a second thread mostly waits on other load)")
     ap.add_argument("--impls", default="crate,jax,torch")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile workers (SiT, MeanFlow, sCT)")
     ap.add_argument("--no-defaults", action="store_true",
                     help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
     ap.add_argument("--json", help="write every timing and memory figure here")
@@ -185,8 +186,9 @@ def main():
     torch_common = ["--config", a.config, "--device", a.device, "--threads", n, "--serve"] + extra
     # rows: (row label, {impl: worker label}); workers: (impl, label) -> cmd
     specs = {}
+    crate_steps = ["sit", "edm", "meanflow-fused", "meanflow-db", "meanflow-fad", "sct-fused", "sct-db", "net"]
     if "crate" in impls:
-        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+        for it in crate_steps:
             specs[("crate", it)] = [CRATE, "--interface", it] + crate_common
         if not a.no_defaults:
             # The crate's defaults: math attention, the reference's fast-variance LayerNorm.
@@ -194,14 +196,17 @@ def main():
             specs[("crate", "sit@defaults")] = [CRATE, "--interface", "sit"] + ref + crate_common
             specs[("crate", "net@defaults")] = [CRATE, "--interface", "net"] + ref + crate_common
     if a.crate_baseline:
-        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+        for it in crate_steps:
             specs[("base", it)] = [os.path.abspath(a.crate_baseline), "--interface", it] + crate_common
     if "jax" in impls:
-        for it in ["sit", "edm", "meanflow"]:
+        for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("jax", it)] = [JAX_PY, "benches/jax_step.py", "--interface", it, "--serve"]
     if "torch" in impls:
-        for it in ["sit", "edm", "meanflow"]:
+        for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("torch", it)] = [TORCH_PY, "benches/torch_dit.py", "--interface", it] + torch_common
+        if not a.no_compile:
+            for it in ["sit", "meanflow", "sct"]:
+                specs[("torch", it + "@compile")] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--compile"] + torch_common
 
     load0 = loadavg()
     print(f"# {a.config} on {a.device}{' bf16' if a.bf16 else ''}, {a.threads} thread(s) each, "
@@ -262,29 +267,48 @@ def main():
         return med.get((impl, it), float("nan"))
 
     print()
-    print(f"{'interface':<14}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'ratio':>8}")
-    rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-db", "meanflow-db", "meanflow"),
-            ("meanflow-fad", "meanflow-fad", "meanflow")]
+    print(f"{'interface':<16}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'compile_ms':>12}{'ratio':>8}{'ratio_c':>9}")
+    rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-fused", "meanflow-fused", "meanflow"),
+            ("meanflow-db", "meanflow-db", "meanflow"), ("meanflow-fad", "meanflow-fad", "meanflow"),
+            ("sct-fused", "sct-fused", "sct"), ("sct-db", "sct-db", "sct")]
     table = []
     for label, cit, oit in rows:
-        c, j, t = g("crate", cit), g("jax", oit), g("torch", oit)
+        c, j, t, tc = g("crate", cit), g("jax", oit), g("torch", oit), g("torch", oit + "@compile")
         others = [v for v in (j, t) if v == v]
         ratio = c / min(others) if others else float("nan")
-        table.append({"interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t, "ratio": ratio})
-        print(f"{label:<14}{c:>10.1f}{j:>10.1f}{t:>10.1f}{ratio:>8.2f}")
-    print("(ratio = crate / min(jax, torch); meanflow rows: the crate's JVP backend vs each "
-          "implementation's one MeanFlow step; jax: jax.jvp, torch: torch.func.jvp)")
+        with_c = [v for v in (j, t, tc) if v == v]
+        ratio_c = c / min(with_c) if with_c else float("nan")
+        table.append({"interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t, "torch_compile_ms": tc,
+                      "ratio": ratio, "ratio_with_compile": ratio_c})
+        print(f"{label:<16}{c:>10.1f}{j:>10.1f}{t:>10.1f}{tc:>12.1f}{ratio:>8.2f}{ratio_c:>9.2f}")
+    print("(ratio = crate / min(jax, torch eager); ratio_c also against torch.compile. meanflow / sct rows: the "
+          "crate's JVP backend vs each implementation's one step; jax: jax.jvp under jit; torch: torch.func.jvp "
+          "under no_grad + a forward with gradients)")
     print()
+
+    def rel(a_, b_):
+        return a_ / b_ if a_ == a_ and b_ == b_ and b_ else float("nan")
+
     mf = {
-        "crate-db": g("crate", "meanflow-db") / g("crate", "sit"),
-        "crate-fad": g("crate", "meanflow-fad") / g("crate", "sit"),
-        "jax": g("jax", "meanflow") / g("jax", "sit"),
-        "torch": g("torch", "meanflow") / g("torch", "sit"),
+        "crate-fused": rel(g("crate", "meanflow-fused"), g("crate", "sit")),
+        "crate-db": rel(g("crate", "meanflow-db"), g("crate", "sit")),
+        "crate-fad": rel(g("crate", "meanflow-fad"), g("crate", "sit")),
+        "jax": rel(g("jax", "meanflow"), g("jax", "sit")),
+        "torch": rel(g("torch", "meanflow"), g("torch", "sit")),
+        "torch-compile": rel(g("torch", "meanflow@compile"), g("torch", "sit@compile")),
+    }
+    sct = {
+        "crate-fused": rel(g("crate", "sct-fused"), g("crate", "sit")),
+        "crate-db": rel(g("crate", "sct-db"), g("crate", "sit")),
+        "jax": rel(g("jax", "sct"), g("jax", "sit")),
+        "torch": rel(g("torch", "sct"), g("torch", "sit")),
+        "torch-compile": rel(g("torch", "sct@compile"), g("torch", "sit@compile")),
     }
     if a.crate_baseline:
         print("crate vs baseline build (step ms, crate/base): " + "  ".join(
-            f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]))
+            f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in crate_steps))
     print("meanflow/sit step-time ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in mf.items()))
+    print("sct/sit step-time ratio:      " + "  ".join(f"{k} {v:.2f}" for k, v in sct.items()))
     over = {}
     for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults")]:
         s, b = g("crate", it), g("crate", net)
@@ -296,26 +320,28 @@ def main():
     if ("crate", "sit@defaults") in workers:
         print(f"crate speed options (fused attention and LayerNorm) vs defaults (math attention, fast-variance "
               f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
-              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (MeanFlow: math attention, fused LayerNorm)")
+              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (the autograd JVPs: math attention, fused LayerNorm)")
     print()
-    print(f"{'memory':<22}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
+    print(f"{'memory':<24}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
     for key, m in mem.items():
         s, wm, p = (m[k] or 0 for k in ("setup_kb", "warm_kb", "peak_kb"))
         m["step_kb"] = p - wm
-        line = f"{key[0] + '/' + key[1]:<22}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
+        line = f"{key[0] + '/' + key[1]:<24}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
         if cuda:
             ga, ma = m["gpu_mib"], m["cuda_max_allocated"]
             line += f"{ga if ga is not None else float('nan'):>10.0f}{(ma / 2**20) if ma else float('nan'):>14.0f}"
         print(line)
     ms = {}
-    for impl, pairs in [("crate-db", ("meanflow-db", "sit")), ("crate-fad", ("meanflow-fad", "sit")),
-                        ("jax", ("meanflow", "sit")), ("torch", ("meanflow", "sit"))]:
-        base = impl.split("-")[0]
-        a_, b_ = mem.get((base, pairs[0])), mem.get((base, pairs[1]))
+    for label, impl, num, den in [("crate-fused", "crate", "meanflow-fused", "sit"), ("crate-db", "crate", "meanflow-db", "sit"),
+                                  ("crate-fad", "crate", "meanflow-fad", "sit"), ("jax", "jax", "meanflow", "sit"),
+                                  ("torch", "torch", "meanflow", "sit"), ("torch-compile", "torch", "meanflow@compile", "sit@compile"),
+                                  ("sct crate-fused", "crate", "sct-fused", "sit"), ("sct crate-db", "crate", "sct-db", "sit"),
+                                  ("sct jax", "jax", "sct", "sit"), ("sct torch", "torch", "sct", "sit")]:
+        a_, b_ = mem.get((impl, num)), mem.get((impl, den))
         if a_ and b_ and b_.get("step_kb"):
-            ms[impl] = a_["step_kb"] / b_["step_kb"]
+            ms[label] = a_["step_kb"] / b_["step_kb"]
     if ms:
-        print("meanflow/sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
+        print("meanflow (sct) / sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     if cuda:
         arch = ARCH[a.config]
         b = a.batch or arch["B"]
@@ -327,7 +353,7 @@ def main():
                 continue
             mf = it.startswith("meanflow")
             fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1)
-            fl *= b * (6.0 if mf else 3.0)
+            fl *= b * (6.0 if mf else 4.0 if it.startswith("sct") else 3.0)
             t = med[key] * 1e-3
             tf = fl / t / 1e12
             print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
@@ -337,7 +363,8 @@ def main():
     print(f"load average: start {load0}, end {load1}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "load": [load0, load1], "table": table, "meanflow_over_sit": mf, "meanflow_over_sit_memory": ms,
+            json.dump({"args": vars(a), "load": [load0, load1], "table": table, "meanflow_over_sit": mf, "sct_over_sit": sct,
+                       "step_memory_over_sit": ms,
                        "overhead": over, "memory": {f"{k[0]}/{k[1]}": v for k, v in mem.items()},
                        "times_ms": {f"{k[0]}/{k[1]}": w.times for k, w in workers.items()},
                        "info": {f"{k[0]}/{k[1]}": w.info for k, w in workers.items()}}, f, indent=1)

@@ -1,5 +1,5 @@
 """One training step of the JAX restatement (spec/diffuse_spec_ref) under jax.jit, for
-benches/compare: the spec's FunctionalDiT and interfaces, ``jax.jit(jax.value_and_grad(
+benches/compare: the spec's FunctionalDiT and interfaces (SiT, EDM, MeanFlow, sCT), ``jax.jit(jax.value_and_grad(
 mean loss))`` over the DiT's parameters, on the bench-s configuration (DiT 16x16x4, patch 2,
 hidden 192, depth 6, 3 heads, batch 16, float32).
 
@@ -9,7 +9,7 @@ malloc_trim, so that VmRSS measures live memory) with ``{"trimmed": true}``, and
 ``quit``.
 Each step gets fresh streams from a traced seed (so XLA cannot constant-fold the draws).
 
-    python benches/jax_step.py --interface sit|edm|meanflow [--serve | --steps N]
+    python benches/jax_step.py --interface sit|edm|meanflow|sct [--serve | --steps N]
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from diffuse_spec_ref.interfaces.consistency import sCTInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.edm import EDMInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.meanflow import MeanFlowInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.sit import SiTInterface  # noqa: E402
@@ -57,6 +58,9 @@ def build(kind: str):
             iface = EDMInterface(net, "lognormal", t_mu=-1.2, t_sigma=1.2, rngs=rngs)
         elif kind == "meanflow":
             iface = MeanFlowInterface(net, "uniform", rngs=rngs)
+        elif kind == "sct":
+            # the paper's defaults (log-normal P_mean -1.0, P_std 1.4, sigma_d 0.5), step 0
+            iface = sCTInterface(net, rngs=rngs)
         else:
             raise SystemExit(f"unknown interface {kind}")
         return jnp.mean(iface(x, y=y)["loss"])
