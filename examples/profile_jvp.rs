@@ -12,7 +12,9 @@
 //! defaults), the JVP alone (the chosen backend; for `fused`, also under `no_grad`, which is
 //! the tangent's cost plus a forward without a graph), the JVP with the backward of a loss on
 //! its primal, and the whole step as `benches/compare` times it; the same for sCT. One thread
-//! unless `OMP_NUM_THREADS` says otherwise.
+//! unless `OMP_NUM_THREADS` says otherwise. Each part is reported as the median wall time, the
+//! best wall time and the median CPU time of the calling thread (which, on a shared machine,
+//! leaves out the time the core served other processes).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -30,6 +32,26 @@ use tch::{Device, Kind, Tensor};
 
 type Part<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
 
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// This thread's CPU time in ms (CLOCK_THREAD_CPUTIME_ID = 3 on Linux): on a shared machine it
+/// leaves out the time other processes hold the core (with one libtorch thread, all the work
+/// of a part runs on this thread).
+fn thread_cpu_ms() -> f64 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: a valid pointer to a timespec-layout struct (64-bit Linux).
+    unsafe { clock_gettime(3, &mut ts) };
+    ts.sec as f64 * 1e3 + ts.nsec as f64 * 1e-6
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -45,19 +67,22 @@ fn run_parts(title: &str, parts: &mut [Part<'_>], reps: usize, device: Device) -
         f()?; // warm-up
     }
     let mut times = vec![Vec::with_capacity(reps); parts.len()];
+    let mut cpu = vec![Vec::with_capacity(reps); parts.len()];
     for _ in 0..reps {
         for (i, (_, f)) in parts.iter_mut().enumerate() {
             sync(device);
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), thread_cpu_ms());
             f()?;
             sync(device);
             times[i].push(t0.elapsed().as_secs_f64() * 1e3);
+            cpu[i].push(thread_cpu_ms() - c0);
         }
     }
     println!("{title}");
-    for ((name, _), t) in parts.iter().zip(times.iter_mut()) {
+    println!("  {:<58} {:>9} {:>9} {:>9}", "part", "wall ms", "best ms", "cpu ms");
+    for (((name, _), t), c) in parts.iter().zip(times.iter_mut()).zip(cpu.iter_mut()) {
         let best = t.iter().cloned().fold(f64::INFINITY, f64::min);
-        println!("  {name:<58} {:>8.1} ms  (best {best:.1})", median(t));
+        println!("  {name:<58} {:>9.1} {best:>9.1} {:>9.1}", median(t), median(c));
     }
     Ok(())
 }

@@ -52,7 +52,9 @@ fn rel(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn family(stem: &str) -> String {
-    if stem.starts_with("grad.") {
+    if stem.ends_with("attn.key.bias") {
+        "grad.*key.bias".into()
+    } else if stem.starts_with("grad.") {
         "grad.*".into()
     } else {
         stem.into()
@@ -74,10 +76,19 @@ fn fused_agrees_with_both_autograd_backends(label: &str, cases: &[PathBuf]) {
             let other = replay::run(&case, &opts(backend)).unwrap_or_else(|e| panic!("{}: {backend:?} replay: {e}", case.name));
             assert_eq!(fused.outputs.keys().collect::<Vec<_>>(), other.outputs.keys().collect::<Vec<_>>(), "{}: the same quantities", case.name);
             assert_eq!(fused.draws, other.draws, "{}: the fused pass draws what {backend:?} draws, in the same order", case.name);
+            // The attention key bias has an exactly zero true gradient (the softmax ignores it):
+            // its rounding noise is measured against the case's largest gradient, as the golden
+            // tolerances do.
+            let grad_scale = other.outputs.iter().filter(|(k, _)| k.starts_with("grad.")).map(|(_, a)| values(&a.data).iter().map(|v| v.abs()).fold(0.0, f64::max)).fold(0.0, f64::max);
             for (stem, a) in &fused.outputs {
                 let b = &other.outputs[stem];
                 assert_eq!(a.shape, b.shape, "{} {stem}", case.name);
-                let e = rel(&values(&a.data), &values(&b.data));
+                let (va, vb) = (values(&a.data), values(&b.data));
+                let e = if stem.ends_with("attn.key.bias") {
+                    va.iter().zip(&vb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / grad_scale.max(1e-300)
+                } else {
+                    rel(&va, &vb)
+                };
                 let w = worst.entry((iface.clone(), family(stem))).or_insert([0.0; 2]);
                 w[k] = w[k].max(e);
                 if e > REL {
