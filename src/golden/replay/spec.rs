@@ -19,7 +19,7 @@ use tch::{Device, Tensor};
 use super::ReplayOptions;
 use crate::encoders::DinoConfig;
 use crate::error::{Error, Result};
-use crate::golden::{Case, CaseKind};
+use crate::golden::{Case, CaseKind, InterfaceType, NetworkType};
 use crate::interfaces::{AnyInterface, Edm, EdmConfig, LogVarHead, MeanFlow, MeanFlowConfig, Projector, RepaConfig, Scd, ScdConfig, Sct, SctConfig, SiT, SiTConfig, Teacher, TeacherConvention, PROJECTOR_PREFIX};
 use crate::jvp::JvpBackend;
 use crate::networks::{Backbone, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
@@ -245,27 +245,28 @@ impl<'a> Reader<'a> {
     }
 
     fn interface(&self, jvp: Option<JvpBackend>) -> Result<InterfaceSpec> {
-        let (ty, s) = self.typed("interface")?;
+        // The header has already read (and checked) the block's type.
+        let (_, s) = self.typed("interface")?;
+        let ty = self.case.header.interface.ok_or_else(|| self.err("no `interface`"))?;
         let step: u64 = self.top("step")?.unwrap_or(0);
-        Ok(match ty.as_str() {
-            "sit" => InterfaceSpec::Sit(self.settings("interface", s)?),
-            "edm" => InterfaceSpec::Edm(self.settings("interface", s)?),
-            "mean_flow" => {
+        Ok(match ty {
+            InterfaceType::Sit => InterfaceSpec::Sit(self.settings("interface", s)?),
+            InterfaceType::Edm => InterfaceSpec::Edm(self.settings("interface", s)?),
+            InterfaceType::MeanFlow => {
                 let mut cfg: MeanFlowConfig = self.settings("interface", s)?;
                 cfg.jvp = jvp.unwrap_or(cfg.jvp);
                 InterfaceSpec::MeanFlow(cfg)
             }
-            "sct" => {
+            InterfaceType::Sct => {
                 let mut cfg: SctConfig = self.settings("interface", s)?;
                 cfg.jvp = jvp.unwrap_or(cfg.jvp);
                 InterfaceSpec::Sct { cfg, step }
             }
-            "scd" => {
+            InterfaceType::Scd => {
                 let mut cfg: ScdConfig = self.settings("interface", s)?;
                 cfg.sct.jvp = jvp.unwrap_or(cfg.sct.jvp);
                 InterfaceSpec::Scd { cfg, step, teacher: self.teacher()? }
             }
-            other => return Err(self.unknown("interface", other, "sit, edm, mean_flow, sct, scd")),
         })
     }
 
@@ -287,12 +288,11 @@ impl<'a> Reader<'a> {
     }
 
     fn network(&self) -> Result<NetworkSpec> {
-        let (ty, s) = self.typed("network")?;
-        Ok(match ty.as_str() {
-            "probe_mlp" => NetworkSpec::Probe(self.settings("network", s)?),
-            "dit" => NetworkSpec::Dit(self.settings("network", s)?),
-            "lightning_dit" => return Err(Error::NotImplemented("the lightning_dit network".into())),
-            other => return Err(self.unknown("network", other, "probe_mlp, dit")),
+        let (_, s) = self.typed("network")?;
+        Ok(match self.case.header.network.ok_or_else(|| self.err("no `network`"))? {
+            NetworkType::ProbeMlp => NetworkSpec::Probe(self.settings("network", s)?),
+            NetworkType::Dit => NetworkSpec::Dit(self.settings("network", s)?),
+            NetworkType::LightningDit => return Err(Error::NotImplemented("the lightning_dit network".into())),
         })
     }
 
