@@ -6,7 +6,7 @@
 mod common;
 
 /// The sets of `../shared/golden` whose kinds and networks the crate replays.
-const SHARED_SETS: &[&str] = &["v1"];
+const SHARED_SETS: &[&str] = &["v1", "dino"];
 
 use std::path::Path;
 
