@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example profile_jvp -- [--jvp fused|double_backward|forward_ad]
-//!     [--attention fused|math] [--reps N] [--device cpu|cuda]
+//!     [--attention fused|math] [--reps N] [--device cpu|cuda] [--only SUBSTRING]
 //! ```
 //!
 //! Each part runs `--reps` times, interleaved with the others (A B C ... A B C), and the
@@ -62,7 +62,10 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn run_parts(title: &str, parts: &mut [Part<'_>], reps: usize, device: Device) -> Result<()> {
+fn run_parts(title: &str, parts: &mut Vec<Part<'_>>, reps: usize, device: Device, only: Option<&str>) -> Result<()> {
+    if let Some(o) = only {
+        parts.retain(|(name, _)| name.contains(o));
+    }
     for (_, f) in parts.iter_mut() {
         f()?; // warm-up
     }
@@ -103,6 +106,7 @@ fn main() -> Result<()> {
         Some("math") => Attention::Math,
         Some(o) => return Err(Error::invalid("--attention", "fused or math", o)),
     };
+    let only = arg("--only");
     let reps: usize = arg("--reps").and_then(|r| r.parse().ok()).unwrap_or(8);
     let device = parse_device(&arg("--device").unwrap_or_else(|| "cpu".into()))?;
     let cfg = Config::BenchS;
@@ -157,7 +161,7 @@ fn main() -> Result<()> {
         ("whole MeanFlow step (benches/compare's)", Box::new(|| step.run().map(drop))),
         ("whole MeanFlow step, double backward, math attention", Box::new(|| step_db.run().map(drop))),
     ];
-    run_parts("MeanFlow (reference defaults: w = 1, kappa = 0.5)", &mut parts, reps, device)?;
+    run_parts("MeanFlow (reference defaults: w = 1, kappa = 0.5)", &mut parts, reps, device, only.as_deref())?;
     drop(parts);
 
     // sCT
@@ -178,6 +182,6 @@ fn main() -> Result<()> {
         })),
         ("whole sCT step (benches/compare's)", Box::new(|| step.run().map(drop))),
     ];
-    run_parts("sCT (paper defaults, step 0)", &mut parts, reps, device)?;
+    run_parts("sCT (paper defaults, step 0)", &mut parts, reps, device, only.as_deref())?;
     Ok(())
 }
