@@ -6,6 +6,7 @@
 #   make port      the PyTorch port of ports/torch against every fixture, through the libtorch-free verify
 #   make fixtures  regenerate fixtures/ from the JAX restatement in spec/, then fixtures/MANIFEST.sha256
 #   make manifest  rewrite fixtures/MANIFEST.sha256 (SHA-256 of every file; `check` verifies it)
+#   make dino-xcheck  rewrite fixtures/dino_torch: REPA's DINOv2 against torch's pipeline (docs/dino.md)
 #   make fuzz      run the fuzz targets of fuzz/ for FUZZ_SECONDS each (cargo-fuzz, stable + RUSTC_BOOTSTRAP)
 #   make bench     criterion benchmarks
 #   make demo      train SiT / EDM / MeanFlow / sCT on a 2-D toy, sample with every sampler, score and plot
@@ -38,7 +39,7 @@ export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
 NOTORCH_DIR := target/notorch
 NOTORCH_BIN := $(NOTORCH_DIR)/debug/diffuse-spec
 
-.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch port
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch port dino-xcheck
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -84,6 +85,14 @@ fixtures: spec-env build
 	./target/release/diffuse-spec manifest fixtures
 
 manifest: build
+	./target/release/diffuse-spec manifest fixtures
+
+# The spec environment's python (jax, transformers) with the torch environment's torch appended
+# to its path: nothing is installed into either. Needs the torch virtualenv (not LIBTORCH=...).
+dino-xcheck: spec-env build
+	cd spec && $(SPEC_VENV)/bin/python scripts/dino_torch_xcheck.py \
+	  --torch-site "$$($(TORCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+	  --case ../fixtures/v1/dino_encode_b1_288_q19 --out ../fixtures/dino_torch
 	./target/release/diffuse-spec manifest fixtures
 
 # The fuzz targets include the pure parsers (src/npy.rs, src/golden/parse.rs) without libtorch.

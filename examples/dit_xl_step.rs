@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use diffuse_spec::golden::parse_device;
 use diffuse_spec::interfaces::{Interface, SiT, SiTConfig};
-use diffuse_spec::networks::{Attention, Backbone, Dit, DitConfig};
+use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig};
 use diffuse_spec::rng::Rngs;
 use tch::{Kind, Tensor};
 
@@ -23,7 +23,7 @@ fn main() -> diffuse_spec::Result<()> {
     let cfg = DitConfig::default();
     println!("DiT-XL/2: {} parameters, {} tokens, device {device:?}, batch {batch}", cfg.num_parameters(), cfg.tokens());
     let t0 = Instant::now();
-    let dit = Dit::init(cfg.clone(), 0, device)?;
+    let mut dit = Dit::init(cfg.clone(), 0, device)?;
     if args.iter().any(|a| a == "--fused") {
         dit.set_attention(Attention::Fused);
     }
@@ -41,7 +41,7 @@ fn main() -> diffuse_spec::Result<()> {
             }
         }
         let t1 = Instant::now();
-        let o = sit.loss(&dit, &x, Some(&y), &mut rngs)?;
+        let o = sit.loss(&dit, &x, Cond::labels(Some(&y)), &mut rngs)?;
         let loss = o.loss.f_mean(Kind::Float)?;
         let lv = loss.f_double_value(&[])?;
         let t2 = Instant::now();

@@ -11,13 +11,13 @@ fn main() -> Result<()> {
 
 fn quickstart(x: &tch::Tensor, y: &tch::Tensor) -> Result<()> {
 use diffuse_spec::interfaces::{Interface, SiT, SiTConfig};
-use diffuse_spec::networks::{ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Cond, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 
 let sit = SiT::new(SiTConfig::default())?;                     // reference defaults
 let net = ProbeMlp::init(ProbeMlpConfig { channels: 4, hidden: 32, freqs: 8 }, 0, tch::Device::Cpu)?;
 let mut rngs = Rngs::new(&[("time", 1), ("noise", 2), ("label_dropout", 3)])?;  // nnx.Rngs(time=1, ...)
-let out = sit.loss(&net, x, Some(y), &mut rngs)?;               // per-example loss + t, n, x_t, target, ...
+let out = sit.loss(&net, x, Cond::labels(Some(y)), &mut rngs)?; // per-example loss + t, n, x_t, target, ...
 out.loss.mean(tch::Kind::Float).backward();
     println!("per-example loss: {:?}", Vec::<f32>::try_from(&out.loss.detach()).unwrap_or_default());
     Ok(())

@@ -9,33 +9,37 @@
 //! metric projections), and libtorch runs on one thread, so the table is reproducible.
 //!
 //! What it shows:
-//! - the [`Interface`] trait driving training: `interface.loss(net, x, None, rngs)` is all
-//!   the training loop knows (sCT also has its step advanced and its log-variance head
-//!   trained), so an interface is one entry in [`entries`];
-//! - a small time-conditioned MLP [`ToyMlp`] implementing [`Backbone`] (with MeanFlow's
-//!   `dt` input), built on a tch `VarStore` so that `nn::Adam` trains it;
-//! - each sampler through `Sampler::sample(rngs, Model { interface, net }, noise, ...)`,
-//!   including MeanFlow's one-step Euler-jump, sCT's consistency sampling (one and two
-//!   steps, `sample_multistep`), and the named corrections the demo needs where a reference
-//!   quirk would make a sampler meaningless (see the README's demo section);
+//! - the [`Interface`] trait driving training: `interface.on_step(step)` and
+//!   `interface.loss(net, x, Cond::none(), rngs)` are all the training loop knows (it also
+//!   trains the interface's own parameters, sCT's log-variance head), so an interface is one
+//!   entry in [`entries`];
+//! - a small time-conditioned MLP [`ToyMlp`] on a tch `VarStore`, made a backbone by
+//!   `VarStoreBackbone` (which takes MeanFlow's `dt` when asked to), so that `nn::Adam` trains it;
+//! - each sampler through `AnySampler::sample(rngs, interface, net, noise, ...)`, including
+//!   MeanFlow with every sampler (its `pred` is the instantaneous velocity `u(x, t, t)`, its
+//!   one-step Euler-jump takes `u` itself), sCT's consistency sampling (one and two steps,
+//!   `sample_multistep`), and the named corrections the demo needs where a reference quirk
+//!   would make a sampler meaningless (see the README's demo section);
 //! - `diffuse_spec::metrics`: energy distance and sliced Wasserstein distance, with plain
 //!   Gaussian noise as the floor, and the share of samples in the checkerboard's cells.
 
 use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use diffuse_spec::interfaces::{
-    default_t_max, sample_multistep, CondDrop, Edm, EdmConfig, EdmScore, Interface, LogVarHead, LossOutput, MeanFlow, MeanFlowConfig, MeanFlowScore, Sct, SctConfig, SiT, SiTConfig, TimeDist, TWO_STEP_T_MID,
+    default_t_max, sample_multistep, AnyInterface, BaseConfig, CondDrop, Edm, EdmConfig, EdmScore, Interface, LogVarHead, MeanFlow, MeanFlowConfig, MeanFlowScore, Sct, SctConfig, SiT, SiTConfig,
+    TimeDist, TWO_STEP_T_MID,
 };
 use diffuse_spec::jvp::JvpBackend;
 use diffuse_spec::metrics::{energy_distance, sliced_wasserstein};
-use diffuse_spec::networks::{Backbone, Cond, NetOutput};
+use diffuse_spec::networks::{Accepts, Backbone, Cond, NetOutput, Pass, VarStoreBackbone};
 use diffuse_spec::rng::{Key, Rngs};
 use diffuse_spec::samplers::{
-    ConstantCoeff, DiffusionCoeff, Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, HeunVariant, JumpGuidance,
-    LastStepLabels, Model, Sampler, SamplerConfig,
+    AnySampler, ConstantCoeff, DiffusionCoeff, Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, HeunVariant, JumpGuidance,
+    LastStepLabels, SamplerConfig,
 };
 use diffuse_spec::{Error, Result};
 use tch::nn::{self, Module, OptimizerConfig};
@@ -102,8 +106,8 @@ fn checkerboard(rngs: &mut Rngs, stream: &str, n: i64) -> Result<Tensor> {
 /// A time-conditioned MLP for points `[B, 2]`: the input is `x` with Fourier features of it,
 /// a Fourier embedding of `t` (frequencies 1 .. `time_freq_max`)
 /// and, for MeanFlow, of `dt = t - r`; `DEPTH` SiLU layers of width `HIDDEN` with the time
-/// embedding added again before each; a linear read-out. Unconditional: labels are ignored
-/// (the demo has none; the null class 1000 is what the interfaces pass).
+/// embedding added again before each; a linear read-out. Unconditional: it takes no labels
+/// (the demo has none), so the interfaces pass it none.
 struct ToyMlp {
     input: nn::Linear,
     cond: Vec<nn::Linear>,
@@ -112,63 +116,60 @@ struct ToyMlp {
     freqs: Tensor,
     xfreqs: Tensor,
     takes_dt: bool,
-    vs: nn::VarStore,
-    train: Cell<bool>,
     /// Network evaluations so far (the samplers' NFE is read off it).
-    calls: Cell<usize>,
+    calls: Rc<Cell<usize>>,
+}
+
+/// The demo's backbone: the MLP's `VarStore` and forward.
+type ToyNet = VarStoreBackbone<Box<dyn Fn(&Tensor, &Tensor, Cond<'_>, Pass<'_>) -> Result<NetOutput>>>;
+
+/// A network whose parameters are drawn from the `init` stream of `rngs` (normal weights
+/// scaled by `1 / sqrt(fan_in)`, zero biases), so initialisation is reproducible too; and its
+/// call counter.
+fn toy_net(takes_dt: bool, time_freq_max: f64, rngs: &mut Rngs) -> Result<(ToyNet, Rc<Cell<usize>>)> {
+    let width = HIDDEN;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let emb = 2 * FREQS + 1;
+    let cond_in = if takes_dt { 2 * emb } else { emb };
+    let input = nn::linear(&root / "input", 2 + 4 * XFREQS + cond_in, width, Default::default());
+    let cond = (0..DEPTH).map(|i| nn::linear(&root / format!("cond{i}"), cond_in, width, Default::default())).collect();
+    let hidden = (0..DEPTH).map(|i| nn::linear(&root / format!("hidden{i}"), width, width, Default::default())).collect();
+    let output = nn::linear(&root / "output", width, 2, Default::default());
+    // Time frequencies 1 .. time_freq_max, geometrically spaced (t in [0, 1] for SiT /
+    // MeanFlow, [0, pi/2] for sCT, EDM's c_noise = log(sigma) / 4 of order 1). Higher ones
+    // make the output rough in t, and the JVP targets (MeanFlow's v - (t - r) du/dt,
+    // sCT's tangent) then explode: with 1 .. 64 MeanFlow did not train.
+    // Fourier features of x at pi, 2 pi, 4 pi: an MLP on raw 2-D coordinates is slow to
+    // learn sharp edges (spectral bias), and MeanFlow's one-step map is all edges.
+    let xfreqs = Tensor::f_linspace(0.0, (XFREQS - 1) as f64 * 2f64.ln(), XFREQS, (Kind::Float, Device::Cpu))?.f_exp()?.f_mul_scalar(std::f64::consts::PI)?;
+    let freqs = Tensor::f_linspace(0.0, time_freq_max.ln(), FREQS, (Kind::Float, Device::Cpu))?.f_exp()?;
+    let mlp = ToyMlp { input, cond, hidden, output, freqs, xfreqs, takes_dt, calls: Rc::new(Cell::new(0)) };
+    let calls = mlp.calls.clone();
+    let forward: Box<dyn Fn(&Tensor, &Tensor, Cond<'_>, Pass<'_>) -> Result<NetOutput>> = Box::new(move |x: &Tensor, t: &Tensor, c: Cond<'_>, _: Pass<'_>| mlp.forward(x, t, c));
+    let net = VarStoreBackbone::new(vs, forward).accepting(Accepts { dt: takes_dt, ..Accepts::NOTHING });
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut v) in net.parameters() {
+            let shape = v.size();
+            let init = if name.ends_with("weight") {
+                rngs.normal("init", &shape, Device::Cpu)?.f_mul_scalar((shape[1] as f64).sqrt().recip())?
+            } else {
+                Tensor::f_zeros(&shape, (Kind::Float, Device::Cpu))?
+            };
+            v.f_copy_(&init)?;
+        }
+        Ok(())
+    })?;
+    Ok((net, calls))
 }
 
 impl ToyMlp {
-    /// A network whose parameters are drawn from the `init` stream of `rngs` (normal weights
-    /// scaled by `1 / sqrt(fan_in)`, zero biases), so initialisation is reproducible too.
-    fn new(takes_dt: bool, time_freq_max: f64, rngs: &mut Rngs) -> Result<ToyMlp> {
-        let width = HIDDEN;
-        let vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let emb = 2 * FREQS + 1;
-        let cond_in = if takes_dt { 2 * emb } else { emb };
-        let input = nn::linear(&root / "input", 2 + 4 * XFREQS + cond_in, width, Default::default());
-        let cond = (0..DEPTH).map(|i| nn::linear(&root / format!("cond{i}"), cond_in, width, Default::default())).collect();
-        let hidden = (0..DEPTH).map(|i| nn::linear(&root / format!("hidden{i}"), width, width, Default::default())).collect();
-        let output = nn::linear(&root / "output", width, 2, Default::default());
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut v) in sorted_variables(&vs) {
-                let shape = v.size();
-                let init = if name.ends_with("weight") {
-                    rngs.normal("init", &shape, Device::Cpu)?.f_mul_scalar((shape[1] as f64).sqrt().recip())?
-                } else {
-                    Tensor::f_zeros(&shape, (Kind::Float, Device::Cpu))?
-                };
-                v.f_copy_(&init)?;
-            }
-            Ok(())
-        })?;
-        // Time frequencies 1 .. time_freq_max, geometrically spaced (t in [0, 1] for SiT /
-        // MeanFlow, [0, pi/2] for sCT, EDM's c_noise = log(sigma) / 4 of order 1). Higher ones
-        // make the output rough in t, and the JVP targets (MeanFlow's v - (t - r) du/dt,
-        // sCT's tangent) then explode: with 1 .. 64 MeanFlow did not train.
-        // Fourier features of x at pi, 2 pi, 4 pi: an MLP on raw 2-D coordinates is slow to
-        // learn sharp edges (spectral bias), and MeanFlow's one-step map is all edges.
-        let xfreqs = Tensor::f_linspace(0.0, (XFREQS - 1) as f64 * 2f64.ln(), XFREQS, (Kind::Float, Device::Cpu))?.f_exp()?.f_mul_scalar(std::f64::consts::PI)?;
-        let freqs = Tensor::f_linspace(0.0, time_freq_max.ln(), FREQS, (Kind::Float, Device::Cpu))?.f_exp()?;
-        Ok(ToyMlp { input, cond, hidden, output, freqs, xfreqs, takes_dt, vs, train: Cell::new(true), calls: Cell::new(0) })
-    }
-
     fn emb(&self, s: &Tensor) -> Result<Tensor> {
         let a = s.f_unsqueeze(-1)?.f_mul(&self.freqs)?;
         Ok(Tensor::f_cat(&[s.f_unsqueeze(-1)?, a.f_sin()?, a.f_cos()?], -1)?)
     }
-}
 
-/// A `VarStore`'s variables by name (its own order is a hash map's).
-fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-impl Backbone for ToyMlp {
-    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, _rngs: Option<&mut Rngs>) -> Result<NetOutput> {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>) -> Result<NetOutput> {
         let s = x.size();
         if s.len() != 2 || s[1] != 2 {
             return Err(Error::invalid("x", "points shaped [B, 2]", format!("{s:?}")));
@@ -176,15 +177,11 @@ impl Backbone for ToyMlp {
         if t.size() != [s[0]] {
             return Err(Error::invalid("t", format!("shape [{}]", s[0]), format!("{:?}", t.size())));
         }
-        if cond.gw.is_some() {
-            return Err(Error::invalid("gw", "none (the toy MLP takes no guidance weight)", "a tensor"));
-        }
         let mut c = self.emb(t)?;
         match (self.takes_dt, cond.dt) {
             (true, Some(dt)) => c = Tensor::f_cat(&[c, self.emb(dt)?], -1)?,
-            (false, None) => {}
             (true, None) => return Err(Error::invalid("dt", "the interval dt = t - r (this MLP was built for MeanFlow)", "none")),
-            (false, Some(_)) => return Err(Error::invalid("dt", "none (this MLP was built without a dt input)", "a tensor")),
+            (false, _) => {} // a dt is refused by the backbone's declaration
         }
         self.calls.set(self.calls.get() + 1);
         let xa = x.f_unsqueeze(-1)?.f_mul(&self.xfreqs)?.f_flatten(1, -1)?;
@@ -196,67 +193,11 @@ impl Backbone for ToyMlp {
         let features = vec![h.f_unsqueeze(1)?];
         Ok(NetOutput { out, features })
     }
-
-    fn set_train(&self, train: bool) {
-        self.train.set(train);
-    }
-
-    fn is_train(&self) -> bool {
-        self.train.get()
-    }
-
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        sorted_variables(&self.vs)
-    }
 }
 
 // ------------------------------------------------------------------------------------------
 // The table of interfaces and samplers
 // ------------------------------------------------------------------------------------------
-
-/// MeanFlow seen as a flow: `pred(x, t)` is the instantaneous velocity `u(x, t, r = t)`, so
-/// the multi-step samplers (which call `pred` without an interval start) can integrate it.
-/// Everything else is MeanFlow's own.
-struct Instantaneous(MeanFlow);
-
-impl Interface for Instantaneous {
-    fn name(&self) -> &'static str {
-        "mean_flow (r = t)"
-    }
-    fn c_in(&self, t: &Tensor) -> Result<Tensor> {
-        self.0.c_in(t)
-    }
-    fn c_out(&self, t: &Tensor) -> Result<Tensor> {
-        self.0.c_out(t)
-    }
-    fn c_skip(&self, t: &Tensor) -> Result<Tensor> {
-        self.0.c_skip(t)
-    }
-    fn c_noise(&self, t: &Tensor) -> Result<Tensor> {
-        self.0.c_noise(t)
-    }
-    fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        self.0.sample_t(batch, rngs, device)
-    }
-    fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        self.0.sample_n(shape, rngs, device)
-    }
-    fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        self.0.sample_x_t(x, n, t)
-    }
-    fn target(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        self.0.target(x, n, t)
-    }
-    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        self.0.pred(net, x_t, t, Some(r.unwrap_or(t)), y)
-    }
-    fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        self.0.score(net, x_t, t, r, y)
-    }
-    fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput> {
-        self.0.loss(net, x, y, rngs)
-    }
-}
 
 /// One sampler run on a trained entry.
 struct Run {
@@ -267,36 +208,20 @@ struct Run {
 
 /// How a run draws its samples.
 enum Method {
-    /// A [`Sampler`] on the trained interface, or on `via` when set (MeanFlow's `r = t` view).
-    Sampler { sampler: Box<dyn Sampler>, via: Option<Box<dyn Interface>> },
+    /// A sampler on the trained interface (one that needs a score or an average velocity
+    /// is refused by `AnySampler::sample` for an interface without one).
+    Sampler(AnySampler),
     /// Consistency sampling of a TrigFlow model ([`sample_multistep`]) at these decreasing
     /// times: one network call per time.
     Consistency { times: Vec<f64> },
 }
 
-/// How an entry trains.
-enum Objective {
-    /// The loop calls `interface.loss(net, x, None, rngs)` and nothing else.
-    Loss(Box<dyn Interface>),
-    /// sCT: the same call, and the loop also advances the interface's step (the tangent
-    /// warm-up, `Sct::set_step`) and trains the interface's own parameters (the adaptive
-    /// weighting's log-variance head, `Interface::parameters`) with the network.
-    Sct(Sct),
-}
-
-impl Objective {
-    fn interface(&self) -> &dyn Interface {
-        match self {
-            Objective::Loss(i) => i.as_ref(),
-            Objective::Sct(s) => s,
-        }
-    }
-}
-
 /// One interface to train, and the samplers to run on it.
 struct Entry {
     name: &'static str,
-    objective: Objective,
+    /// The loop calls `interface.on_step(step)` and `interface.loss(net, x, ..)`, and trains
+    /// `interface.parameters()` with the network's.
+    interface: AnyInterface,
     /// Whether the backbone takes MeanFlow's `dt`.
     takes_dt: bool,
     /// The highest frequency of the backbone's time embedding.
@@ -307,20 +232,18 @@ struct Entry {
     runs: Vec<Run>,
 }
 
-fn run(label: &'static str, sampler: impl Sampler + 'static) -> Run {
-    Run { label, method: Method::Sampler { sampler: Box::new(sampler), via: None } }
+fn run(label: &'static str, sampler: AnySampler) -> Run {
+    Run { label, method: Method::Sampler(sampler) }
 }
 
 /// The multi-step samplers every flow entry runs: Euler and both Heuns on `grid`, then
-/// Euler-Maruyama `em`; on the trained interface, or on the one `via` builds (MeanFlow's
-/// `r = t` view).
-fn ode_runs(grid: SamplerConfig, em: EulerMaruyama, via: &dyn Fn() -> Result<Option<Box<dyn Interface>>>) -> Result<Vec<Run>> {
-    let run = |label, sampler: Box<dyn Sampler>| -> Result<Run> { Ok(Run { label, method: Method::Sampler { sampler, via: via()? } }) };
+/// Euler-Maruyama `em`.
+fn ode_runs(grid: SamplerConfig, em: EulerMaruyama) -> Result<Vec<Run>> {
     Ok(vec![
-        run("Euler", Box::new(Euler::new(grid)?))?,
-        run("Heun (reference)", Box::new(heun(grid, HeunVariant::Reference)?))?,
-        run("Heun (true)", Box::new(heun(grid, HeunVariant::True)?))?,
-        run("Euler-Maruyama", Box::new(em))?,
+        run("Euler", AnySampler::Euler(Euler::new(grid)?)),
+        run("Heun (reference)", AnySampler::Heun(heun(grid, HeunVariant::Reference)?)),
+        run("Heun (true)", AnySampler::Heun(heun(grid, HeunVariant::True)?)),
+        run("Euler-Maruyama", AnySampler::EulerMaruyama(em)),
     ])
 }
 
@@ -349,10 +272,7 @@ fn entries() -> Result<Vec<Entry>> {
     })?;
     let edm = Edm::new(EdmConfig {
         // EDM's own training times (Karras et al. 2022): ln(sigma) ~ N(-1.2, 1.2^2).
-        train_time_dist_type: TimeDist::LogNormal,
-        t_mu: -1.2,
-        t_sigma: 1.2,
-        x_sigma: DATA_STD,
+        base: BaseConfig { train_time_dist_type: TimeDist::LogNormal, t_mu: -1.2, t_sigma: 1.2, x_sigma: DATA_STD, ..Default::default() },
         // The reference's score is -(x_t - pred) / t^2 (quirk Q2), which is not a score;
         // Euler-Maruyama's drift needs the real one.
         score: EdmScore::Denoiser,
@@ -377,17 +297,16 @@ fn entries() -> Result<Vec<Entry>> {
         // Half of each batch has r = t (plain flow matching; the paper's default is 75 %):
         // one-step samples improved over 0.75 (0.00035 vs 0.00042, 16k steps, frequencies up to 8).
         fm_portion: 0.5,
-        // The reference's score uses u(x, t, r = 0) / t^2 (quirk Q3); Euler-Maruyama on the
-        // r = t view needs the instantaneous one.
+        // The reference's score uses u(x, t, r = 0) / t^2 (quirk Q3); Euler-Maruyama needs the
+        // instantaneous one.
         score: MeanFlowScore::Instantaneous,
         ..Default::default()
     };
-    let mean_flow = MeanFlow::new(mf_cfg.clone())?;
-    let flow_view = || -> Result<Option<Box<dyn Interface>>> { Ok(Some(Box::new(Instantaneous(MeanFlow::new(mf_cfg.clone())?)))) };
+    let mean_flow = MeanFlow::new(mf_cfg)?;
     let sct = Sct::new(
         SctConfig {
             // TrigFlow's sigma_d is the data's standard deviation.
-            x_sigma: DATA_STD,
+            base: BaseConfig { x_sigma: DATA_STD, ..BaseConfig::sct() },
             // The paper's tangent warm-up, scaled to this run: r = min(1, step / H) grows from
             // 0 (a normalised diffusion loss) to 1 (the consistency objective).
             tangent_warmup_steps: 2000,
@@ -399,31 +318,31 @@ fn entries() -> Result<Vec<Entry>> {
     // One step from t_max = arctan(80 / sigma_d) (EDM's sigma_max = 80), two steps through
     // the paper's t_mid = 1.1.
     let t_max = default_t_max(DATA_STD);
-    let jump = |steps| EulerJump::new(SamplerConfig::new(steps, GridKind::Uniform), EulerJumpOptions { guidance: JumpGuidance::Refuse });
+    let jump = |steps| Ok::<_, Error>(AnySampler::EulerJump(EulerJump::new(SamplerConfig::new(steps, GridKind::Uniform), EulerJumpOptions { guidance: JumpGuidance::Refuse })?));
 
     Ok(vec![
         Entry {
             name: "SiT",
-            objective: Objective::Loss(Box::new(sit)),
+            interface: sit.into(),
             takes_dt: false,
             time_freq_max: 8.0,
             steps: 4000,
             lr: 2e-3,
-            runs: ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?, &|| Ok(None))?,
+            runs: ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?)?,
         },
         Entry {
             name: "EDM",
-            objective: Objective::Loss(Box::new(edm)),
+            interface: edm.into(),
             takes_dt: false,
             time_freq_max: 8.0,
             steps: 4000,
             lr: 2e-3,
             // Euler-Maruyama with w(sigma) = 2 sigma: the reverse-time SDE of x_sigma = x + sigma n.
-            runs: ode_runs(exp, euler_maruyama(exp, DiffusionCoeff::Linear, 2.0)?, &|| Ok(None))?,
+            runs: ode_runs(exp, euler_maruyama(exp, DiffusionCoeff::Linear, 2.0)?)?,
         },
         Entry {
             name: "MeanFlow",
-            objective: Objective::Loss(Box::new(mean_flow)),
+            interface: mean_flow.into(),
             takes_dt: true,
             // Smoother in t and dt, as for sCT below: one-step 0.00019 against 0.00035 with
             // frequencies up to 8 (16k steps each; the r = t field is as good either way).
@@ -431,14 +350,14 @@ fn entries() -> Result<Vec<Entry>> {
             steps: 16_000,
             lr: 2e-3,
             runs: {
-                let mut runs = ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?, &flow_view)?;
+                let mut runs = ode_runs(uniform, euler_maruyama(uniform_em, DiffusionCoeff::LinearKl, 1.0)?)?;
                 runs.extend([run("Euler-jump, 1 step", jump(1)?), run("Euler-jump, 2 steps", jump(2)?)]);
                 runs
             },
         },
         Entry {
             name: "sCT",
-            objective: Objective::Sct(sct),
+            interface: sct.into(),
             takes_dt: false,
             // sCT differentiates the network along the trajectory (dF/dt through the time
             // embedding) and feeds it back as its target: with frequencies up to 8 the one-step
@@ -470,13 +389,13 @@ fn progress(name: &str, step: usize, total: usize, loss: f64, start: Instant) {
 
 /// Trains `net` with Adam on fresh checkerboard batches; returns the loss per step.
 /// The learning rate is constant for the first half, then decays linearly to 5 %.
-fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
+fn train(entry: &mut Entry, net: &ToyNet, seed: i64) -> Result<Vec<f64>> {
     let mut data = Rngs::new(&[("data", SEED_DATA + 100 * seed)])?;
     let mut rngs = Rngs::new(&[("time", SEED_TRAIN + 100 * seed), ("noise", SEED_TRAIN + 100 * seed + 1), ("label_dropout", SEED_TRAIN + 100 * seed + 2)])?;
-    let mut opt = nn::Adam::default().build(&net.vs, entry.lr)?;
+    let mut opt = nn::Adam::default().build(net.var_store(), entry.lr)?;
     // The interface's own parameters (sCT's log-variance head; none for the others), trained
     // by a second Adam with the same settings and schedule.
-    let own = entry.objective.interface().parameters();
+    let own = entry.interface.parameters();
     let mut own_opt = if own.is_empty() {
         None
     } else {
@@ -492,7 +411,6 @@ fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
     let params: Vec<Tensor> = net.parameters().into_iter().map(|(_, p)| p).collect();
     let mut ema: Vec<Tensor> = params.iter().map(|p| p.detach().copy()).collect();
     let start = Instant::now();
-    net.set_train(true);
     for step in 0..entry.steps {
         let frac = step as f64 / entry.steps as f64;
         let lr = entry.lr * if frac < 0.5 { 1.0 } else { 1.0 - 0.95 * (frac - 0.5) / 0.5 };
@@ -501,11 +419,10 @@ fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
             o.set_learning_rate(lr)?;
             o.zero_grad()?;
         }
-        if let Objective::Sct(sct) = &mut entry.objective {
-            sct.set_step(step as u64);
-        }
+        // The per-step hook: sCT's tangent warm-up; a no-op for the others.
+        entry.interface.on_step(step as u64);
         let x = checkerboard(&mut data, "data", BATCH)?;
-        let loss = entry.objective.interface().loss(net, &x, None, &mut rngs)?.loss.f_mean(Kind::Float)?;
+        let loss = entry.interface.loss(net, &x, Cond::none(), &mut rngs)?.loss.f_mean(Kind::Float)?;
         opt.backward_step(&loss);
         if let Some(o) = &own_opt {
             o.step()?;
@@ -530,7 +447,6 @@ fn train(entry: &mut Entry, net: &ToyMlp, seed: i64) -> Result<Vec<f64>> {
         }
         Ok(())
     })?;
-    net.set_train(false);
     Ok(losses)
 }
 
@@ -730,26 +646,23 @@ fn main() -> Result<()> {
     eprintln!("training {} interfaces on a 2-D checkerboard (batch {BATCH}, MLP {DEPTH}x{HIDDEN}):", entries.len());
     let mut nets = Vec::new();
     for (i, entry) in entries.iter_mut().enumerate() {
-        let net = ToyMlp::new(entry.takes_dt, entry.time_freq_max, &mut Rngs::new(&[("init", SEED_INIT + 100 * i as i64)])?)?;
+        let (net, calls) = toy_net(entry.takes_dt, entry.time_freq_max, &mut Rngs::new(&[("init", SEED_INIT + 100 * i as i64)])?)?;
         losses.push(train(entry, &net, i as i64)?);
-        nets.push(net);
+        nets.push((net, calls));
     }
     let t_train = t0.elapsed().as_secs_f64();
 
     eprintln!("sampling {N_EVAL} points per pair and scoring against {N_EVAL} held-out points ...");
-    for (entry, net) in entries.iter().zip(&nets) {
+    for (entry, (net, calls)) in entries.iter().zip(&nets) {
         for r in &entry.runs {
-            let before = net.calls.get();
+            let before = calls.get();
             let mut rngs = Rngs::with_default(SEED_SAMPLER);
-            let samples = match (&r.method, &entry.objective) {
-                (Method::Sampler { sampler, via }, objective) => {
-                    let model = Model::new(via.as_deref().unwrap_or(objective.interface()), net);
-                    tch::no_grad(|| sampler.sample(&mut rngs, model, &noise, None, 1.0, None))?
-                }
-                (Method::Consistency { times }, Objective::Sct(sct)) => sample_multistep(sct, net, &noise, None, times, Some(&mut rngs))?,
-                (Method::Consistency { .. }, Objective::Loss(i)) => return Err(Error::invalid("method", "consistency sampling of an sCT entry", i.name())),
+            let samples = match (&r.method, &entry.interface) {
+                (Method::Sampler(sampler), interface) => tch::no_grad(|| sampler.sample(&mut rngs, interface, net, &noise, 1.0, None))?,
+                (Method::Consistency { times }, AnyInterface::Sct(sct)) => sample_multistep(sct, net, &noise, None, times, Some(&mut rngs))?,
+                (Method::Consistency { .. }, other) => return Err(Error::invalid("method", "consistency sampling of an sCT entry", other.name())),
             };
-            let nfe = net.calls.get() - before;
+            let nfe = calls.get() - before;
             let (energy, sw, cells) = score(&held_out, &samples)?;
             rows.push(Row { interface: entry.name.into(), sampler: r.label.into(), nfe, energy, sw, cells, samples });
         }

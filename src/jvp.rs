@@ -13,6 +13,11 @@
 //!
 //! In both, the primal output keeps its autograd graph to the network's parameters,
 //! so a loss built from it can be backpropagated; the tangent is returned detached.
+//!
+//! [`network_jvp`] is the one entry point of the interfaces (MeanFlow, sCT, sCD): one pass of
+//! a backbone with tangents on its input, its time and its `dt`. It runs the autograd
+//! backends above on any backbone; a backbone with a JVP of its own (a fused forward
+//! returning the primal with its graph and the tangent) is meant to plug in here.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::Mutex;
@@ -21,6 +26,7 @@ use serde::Deserialize;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
+use crate::networks::{Backbone, Cond, NetOutput, Pass};
 
 /// Which JVP implementation to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -119,6 +125,46 @@ pub fn jvp(
         JvpBackend::DoubleBackward => double_backward(f, primals, tangents),
         JvpBackend::ForwardAd => forward_ad(f, primals, tangents),
     }
+}
+
+/// The tangents of one backbone JVP ([`network_jvp`]): on the input `x`, on the time `t`,
+/// and on `dt` (`None`: `dt`, when the conditioning has one, is held fixed).
+#[derive(Debug, Clone, Copy)]
+pub struct NetTangents<'a> {
+    /// Tangent of `x` (shape of `x`).
+    pub x: &'a Tensor,
+    /// Tangent of `t` (`[B]`).
+    pub t: &'a Tensor,
+    /// Tangent of `cond.dt` (`[B]`).
+    pub dt: Option<&'a Tensor>,
+}
+
+/// One exact JVP of a backbone: the output of `net.call(x, t, cond, pass)` (with its
+/// autograd graph, and the block features) and its derivative along `(tangents.x,
+/// tangents.t, tangents.dt)` on `(x, t, cond.dt)` (detached). Other conditioning is held
+/// fixed. The network runs once, in the mode and with the streams of `pass`.
+pub fn network_jvp(backend: JvpBackend, net: &dyn Backbone, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+    let mut primals = vec![x.shallow_clone(), t.shallow_clone()];
+    let mut tans = vec![Some(tangents.x.shallow_clone()), Some(tangents.t.shallow_clone())];
+    match (cond.dt, tangents.dt) {
+        (Some(dt), tdt) => {
+            primals.push(dt.shallow_clone());
+            tans.push(tdt.map(Tensor::shallow_clone));
+        }
+        (None, Some(_)) => return Err(Error::invalid("tangents.dt", "none (the conditioning has no dt)", "a tangent")),
+        (None, None) => {}
+    }
+    let mut features = Vec::new();
+    let mut pass = pass;
+    let (out, tangent) = {
+        let mut f = |p: &[Tensor]| -> Result<Tensor> {
+            let o = net.call(&p[0], &p[1], Cond { dt: p.get(2), ..cond }, pass.reborrow())?;
+            features = o.features;
+            Ok(o.out)
+        };
+        jvp(backend, &mut f, &primals, &tans)?
+    };
+    Ok((NetOutput { out, features }, tangent))
 }
 
 fn double_backward(

@@ -6,9 +6,10 @@
 //!
 //! Layout: the library below —
 //! [`rng`] (JAX-exact random streams), [`networks`] (the backbone trait and
-//! networks), [`interfaces`] (one file per interface), [`samplers`] (time grids and
-//! one file per sampler), [`metrics`] (sample quality: energy distance, sliced
-//! Wasserstein) — and the golden harness
+//! networks), [`encoders`] (REPA's frozen feature detectors: DINOv2 and the bicubic
+//! resizes), [`interfaces`] (one file per interface), [`samplers`] (time grids and
+//! one file per sampler), [`validate`] (every input check, at a chosen level),
+//! [`metrics`] (sample quality: energy distance, sliced Wasserstein) — and the golden harness
 //! above, [`golden`] (case reader, replay per kind, tolerances, report), which the
 //! `diffuse-spec` CLI drives. A user who trains with the crate never touches `golden`.
 //!
@@ -19,6 +20,8 @@
 //! named option. The golden case format is `docs/format.md`.
 #![deny(missing_docs)]
 
+#[cfg(feature = "torch")]
+pub mod encoders;
 pub mod error;
 pub mod golden;
 #[cfg(feature = "torch")]
@@ -35,5 +38,7 @@ pub mod precision;
 pub mod rng;
 #[cfg(feature = "torch")]
 pub mod samplers;
+#[cfg(feature = "torch")]
+pub mod validate;
 
 pub use error::{Error, Result};

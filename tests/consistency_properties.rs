@@ -6,11 +6,11 @@
 
 use diffuse_spec::interfaces::trigflow;
 use diffuse_spec::interfaces::{
-    default_t_max, sample_multistep, sample_one_step, Edm, EdmConfig, Interface, LogVarHead, Scd, ScdConfig, Sct, SctConfig, SiT, SiTConfig,
-    Teacher, TeacherConvention, TWO_STEP_T_MID,
+    default_t_max, sample_multistep, sample_one_step, AnyInterface, BaseConfig, Edm, EdmConfig, Interface, LogVarHead, Scd, ScdConfig, Sct, SctConfig, SiT,
+    SiTConfig, Teacher, TeacherConvention, Time, TWO_STEP_T_MID,
 };
 use diffuse_spec::jvp::JvpBackend;
-use diffuse_spec::networks::{Backbone, Cond, NetOutput, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Accepts, Backbone, Cond, NetOutput, Pass, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::Error;
 use proptest::prelude::*;
@@ -56,7 +56,7 @@ fn boundary_condition_f_at_zero_is_the_identity() {
         let s = sct(SctConfig::default(), kind);
         let x = normal(2, &[5, 4, 3]).to_kind(kind);
         let t = Tensor::zeros([5], (kind, Device::Cpu));
-        let f = s.consistency(&net, &x, &t, None).unwrap();
+        let f = s.consistency(&net, &x, &t, Cond::none()).unwrap();
         assert!(f.equal(&x), "f(x, 0) must equal x exactly ({kind:?})");
     }
     // through the Interface (float32, with labels)
@@ -64,7 +64,8 @@ fn boundary_condition_f_at_zero_is_the_identity() {
     let s = sct(SctConfig::default(), Kind::Float);
     let x = normal(3, &[2, 2, 2, 3]);
     let y = Tensor::from_slice(&[4i64, 1000]);
-    assert!(s.pred(&net, &x, &Tensor::zeros([2], (Kind::Float, Device::Cpu)), None, Some(&y)).unwrap().equal(&x));
+    assert!(s.pred(&net, &x, Time::from(&Tensor::zeros([2], (Kind::Float, Device::Cpu))), Cond::labels(Some(&y))).unwrap().equal(&x));
+    assert!(s.pred(&net, &x, Time::Scalar(0.0), Cond::labels(Some(&y))).unwrap().equal(&x));
 }
 
 /// `J = sigma_d cos(t) sin(t) dF/dt` from the exact JVP equals a float64 central difference
@@ -74,7 +75,7 @@ fn boundary_condition_f_at_zero_is_the_identity() {
 fn tangent_matches_a_float64_central_difference() {
     for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let net = probe(Kind::Double, 4);
-        let s = sct(SctConfig { jvp: backend, x_sigma: 0.7, ..Default::default() }, Kind::Double);
+        let s = sct(SctConfig { jvp: backend, base: BaseConfig { x_sigma: 0.7, ..BaseConfig::sct() }, ..Default::default() }, Kind::Double);
         let sd = 0.7;
         let x = normal(5, &[4, 2, 3]).to_kind(Kind::Double) * 0.7;
         let z = normal(6, &[4, 2, 3]).to_kind(Kind::Double) * sd;
@@ -82,12 +83,12 @@ fn tangent_matches_a_float64_central_difference() {
         let y = Tensor::from_slice(&[1i64, 2, 1000, 3]);
         let x_t = trigflow::state(&x, &z, &t0).unwrap();
         let dxdt = trigflow::velocity(&x, &z, &t0).unwrap();
-        let (big_f, j, _) = s.network_jvp(&net, &x_t, &t0, &dxdt, Some(&y), None).unwrap();
+        let (big_f, j, _) = s.network_jvp(&net, &x_t, &t0, &dxdt, Cond::labels(Some(&y)), Pass::eval()).unwrap();
         let big_f = big_f.detach();
         let at = |h: f64| -> (Tensor, Tensor) {
             let t = &t0 + h;
             let xt = trigflow::state(&x, &z, &t).unwrap();
-            (s.network_output(&net, &xt, &t, Some(&y)).unwrap().detach(), s.consistency(&net, &xt, &t, Some(&y)).unwrap().detach())
+            (s.network_output(&net, &xt, &t, Cond::labels(Some(&y))).unwrap().detach(), s.consistency(&net, &xt, &t, Cond::labels(Some(&y))).unwrap().detach())
         };
         // Richardson-extrapolated central differences, truncation O(h^4)
         let cd = |h: f64, which: usize| {
@@ -155,7 +156,7 @@ fn loss_value_and_gradients_have_the_stop_gradient_structure() {
     let s = sct(SctConfig { tangent_warmup_steps: 10, ..Default::default() }, Kind::Float);
     let x = normal(9, &[6, 2, 2, 3]) * 0.5;
     let y = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 1000]);
-    let o = s.loss_at(&net, &x, Some(&y), &mut streams(3), 5).unwrap();
+    let o = s.loss_at(&net, &x, Cond::labels(Some(&y)), &mut streams(3), 5).unwrap();
     let d = 12.0;
     let g = &o.target - o.net_out.detach();
     let l = g.square().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
@@ -175,7 +176,7 @@ fn loss_value_and_gradients_have_the_stop_gradient_structure() {
             let _ = gr.zero_();
         }
     }
-    let o2 = s.loss_at(&net, &x, Some(&y), &mut streams(3), 5).unwrap();
+    let o2 = s.loss_at(&net, &x, Cond::labels(Some(&y)), &mut streams(3), 5).unwrap();
     let surrogate = ((&w.exp() / d).reshape([6, 1, 1, 1]) * &g * &o2.net_out * -2.0).sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float).mean(Kind::Float);
     surrogate.backward();
     for ((name, p), want) in net.parameters().into_iter().zip(grads) {
@@ -194,7 +195,7 @@ fn both_jvp_backends_give_the_same_loss() {
     for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let net = ProbeMlp::init(CFG, 11, Device::Cpu).unwrap();
         let s = sct(SctConfig { jvp: backend, tangent_warmup_steps: 0, ..Default::default() }, Kind::Float);
-        let o = s.loss_at(&net, &x, None, &mut streams(4), 0).unwrap();
+        let o = s.loss_at(&net, &x, Cond::none(), &mut streams(4), 0).unwrap();
         out.push((o.loss.detach(), o.target));
     }
     let (el, et) = (rel(&out[0].0, &out[1].0), rel(&out[0].1, &out[1].1));
@@ -208,7 +209,7 @@ fn draws_one_time_and_one_noise_per_loss_and_records_the_trigflow_path() {
     let s = sct(SctConfig::default(), Kind::Float);
     let x = normal(13, &[4, 2, 3]);
     let mut r = streams(5);
-    let o = s.loss_at(&net, &x, None, &mut r, 0).unwrap();
+    let o = s.loss_at(&net, &x, Cond::none(), &mut r, 0).unwrap();
     assert_eq!((r.counter("time").unwrap(), r.counter("noise").unwrap(), r.counter("default").unwrap()), (1, 1, 0));
     // t = arctan(exp(N P_std + P_mean) / sigma_d) from the first time draw
     let mut r2 = streams(5);
@@ -216,6 +217,24 @@ fn draws_one_time_and_one_noise_per_loss_and_records_the_trigflow_path() {
     assert!(o.t.equal(&(sigma / 0.5).atan()));
     assert!(bool::try_from(o.t.gt(0.0).all()).unwrap() && bool::try_from(o.t.lt(std::f64::consts::FRAC_PI_2).all()).unwrap());
     assert!(o.x_t.equal(&trigflow::state(&x, &(&o.n * 0.5), &o.t).unwrap()));
+}
+
+/// A probe that refuses to run in train mode: a teacher's forwards must all be in eval mode.
+struct EvalOnly(ProbeMlp);
+
+impl Backbone for EvalOnly {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> diffuse_spec::Result<NetOutput> {
+        if pass.train {
+            return Err(Error::invalid("pass", "eval mode (a frozen teacher)", "train mode"));
+        }
+        self.0.forward(x, t, cond, pass)
+    }
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.0.parameters()
+    }
+    fn accepts(&self) -> Accepts<'_> {
+        self.0.accepts()
+    }
 }
 
 fn teacher_net(seed: i64) -> Box<dyn Backbone> {
@@ -230,8 +249,7 @@ fn sit() -> SiT {
 /// the guidance scale: `w = 1` is the conditional velocity, `w = 0` the unconditional one.
 #[test]
 fn teacher_guidance_is_linear_in_the_scale() {
-    let teacher = Teacher::new(TeacherConvention::SiT(sit()), teacher_net(20)).unwrap();
-    assert!(!teacher.network().is_train(), "the teacher runs in eval mode");
+    let teacher = Teacher::new(TeacherConvention::SiT(sit()), Box::new(EvalOnly(probe(Kind::Double, 20)))).unwrap();
     let x_t = normal(21, &[3, 2, 3]).to_kind(Kind::Double);
     let t = Tensor::from_slice(&[0.3f64, 0.9, 1.4]);
     let y = Tensor::from_slice(&[5i64, 6, 7]);
@@ -263,12 +281,8 @@ fn trigflow_teacher_general_map_agrees_with_the_direct_one() {
 fn scd_with_an_exact_teacher_is_sct() {
     struct Exact;
     impl Backbone for Exact {
-        fn forward(&self, x: &Tensor, t: &Tensor, _c: Cond<'_>, _r: Option<&mut Rngs>) -> diffuse_spec::Result<NetOutput> {
+        fn forward(&self, x: &Tensor, t: &Tensor, _c: Cond<'_>, _p: Pass<'_>) -> diffuse_spec::Result<NetOutput> {
             Ok(NetOutput { out: x / t.tan().reshape([-1, 1, 1]), features: vec![] })
-        }
-        fn set_train(&self, _: bool) {}
-        fn is_train(&self) -> bool {
-            false
         }
         fn parameters(&self) -> Vec<(String, Tensor)> {
             vec![]
@@ -276,11 +290,11 @@ fn scd_with_an_exact_teacher_is_sct() {
     }
     let x = Tensor::zeros([4, 2, 3], (Kind::Float, Device::Cpu));
     let student = ProbeMlp::init(CFG, 40, Device::Cpu).unwrap();
-    let cfg = ScdConfig { tangent_warmup_steps: 0, ..Default::default() };
+    let cfg = ScdConfig { sct: SctConfig { tangent_warmup_steps: 0, ..Default::default() }, ..Default::default() };
     let scd = Scd::new(cfg.clone(), head(Kind::Float), Teacher::new(TeacherConvention::TrigFlow { sigma_d: 0.5 }, Box::new(Exact)).unwrap()).unwrap();
     let sct = Sct::new(cfg.sct(), head(Kind::Float)).unwrap();
-    let a = scd.loss_at(&student, &x, None, &mut streams(41), 0).unwrap();
-    let b = sct.loss_at(&student, &x, None, &mut streams(41), 0).unwrap();
+    let a = scd.loss_at(&student, &x, Cond::none(), &mut streams(41), 0).unwrap();
+    let b = sct.loss_at(&student, &x, Cond::none(), &mut streams(41), 0).unwrap();
     assert!(rel(&a.target, &b.target) < 1e-5, "{}", rel(&a.target, &b.target));
     assert!(rel(&a.loss.detach(), &b.loss.detach()) < 1e-5);
 }
@@ -296,7 +310,7 @@ fn edm_teacher_velocity_reproduces_the_edm_denoiser() {
     let teacher = Teacher::new(TeacherConvention::Edm(edm.clone()), Box::new(probe(Kind::Double, 50))).unwrap();
     let v = teacher.velocity(&x_t, &t, None, 0.5).unwrap();
     let (x_e, sigma) = trigflow::to_edm(&x_t, &t, 0.5, 1.0).unwrap();
-    let (d, _) = edm.denoise(&net, &x_e, &sigma, None, None).unwrap();
+    let (d, _) = edm.denoise(&net, &x_e, &sigma, Cond::none(), Pass::eval()).unwrap();
     assert!(rel(&trigflow::edm_denoised(&x_t, &t, &v).unwrap(), &d.detach()) < 1e-13);
 }
 
@@ -334,13 +348,13 @@ proptest! {
     #[test]
     fn consistency_function_definition(seed in 0i64..10_000, sd in 0.2f64..2.0, t in 0.0f64..1.57) {
         let net = probe(Kind::Double, seed);
-        let s = sct(SctConfig { x_sigma: sd, ..Default::default() }, Kind::Double);
+        let s = sct(SctConfig { base: BaseConfig { x_sigma: sd, ..BaseConfig::sct() }, ..Default::default() }, Kind::Double);
         let x = normal(seed, &[2, 3]).to_kind(Kind::Double);
         let z = Tensor::zeros([2], F64);
-        prop_assert!(s.consistency(&net, &x, &z, None).unwrap().equal(&x));
+        prop_assert!(s.consistency(&net, &x, &z, Cond::none()).unwrap().equal(&x));
         let tt = Tensor::from_slice(&[t, t]);
-        let f = s.consistency(&net, &x, &tt, None).unwrap();
-        let big_f = s.network_output(&net, &x, &tt, None).unwrap();
+        let f = s.consistency(&net, &x, &tt, Cond::none()).unwrap();
+        let big_f = s.network_output(&net, &x, &tt, Cond::none()).unwrap();
         let want = &x * t.cos() - big_f * (t.sin() * sd);
         prop_assert!(rel(&f, &want) < 1e-14);
     }
@@ -355,7 +369,7 @@ fn sampling_one_and_two_steps() {
     assert!((tmax - (160.0f64).atan()).abs() < 1e-15 && (tmax - 1.5645).abs() < 1e-4);
     let one = sample_one_step(&s, &net, &noise, None, tmax).unwrap();
     let t = Tensor::full([4], tmax, (Kind::Float, Device::Cpu));
-    assert!(one.equal(&s.consistency(&net, &(&noise * 0.5), &t, None).unwrap()));
+    assert!(one.equal(&s.consistency(&net, &(&noise * 0.5), &t, Cond::none()).unwrap()));
     let mut r = streams(62);
     let two = sample_multistep(&s, &net, &noise, None, &[tmax, TWO_STEP_T_MID], Some(&mut r)).unwrap();
     assert_eq!(r.counter("default").unwrap(), 1, "one fresh noise draw per intermediate time");
@@ -364,7 +378,7 @@ fn sampling_one_and_two_steps() {
     let eps = r2.normal("default", &[4, 3], Device::Cpu).unwrap();
     let tm = Tensor::full([4], TWO_STEP_T_MID, (Kind::Float, Device::Cpu));
     let x1 = trigflow::state(&one, &(eps * 0.5), &tm).unwrap();
-    assert!(two.equal(&s.consistency(&net, &x1, &tm, None).unwrap()));
+    assert!(two.equal(&s.consistency(&net, &x1, &tm, Cond::none()).unwrap()));
     // refusals
     assert!(sample_multistep(&s, &net, &noise, None, &[1.1, 1.2], Some(&mut streams(1))).is_err());
     assert!(sample_multistep(&s, &net, &noise, None, &[1.5, 1.1], None).is_err());
@@ -378,17 +392,19 @@ fn refusals_are_errors_not_panics() {
     let s = sct(SctConfig::default(), Kind::Float);
     let x = normal(71, &[2, 3]);
     let t = Tensor::from_slice(&[0.1f32, 0.2]);
-    assert!(matches!(s.score(&net, &x, &t, None, None), Err(Error::Unsupported { .. })));
-    assert!(s.pred(&net, &x, &t, Some(&t), None).is_err());
-    assert!(s.pred(&net, &x, &Tensor::from_slice(&[0.1f32, 1.6]), None, None).is_err());
-    assert!(s.pred(&net, &x, &Tensor::from_slice(&[-0.1f32, 0.5]), None, None).is_err());
+    // sCT has no score (a compile error through the Score trait; `AnyInterface` says so).
+    assert!(AnyInterface::Sct(sct(SctConfig::default(), Kind::Float)).as_score().is_none());
+    assert!(s.pred(&net, &x, Time::from(&t), Cond::none()).is_ok());
+    assert!(s.pred(&net, &x, Time::from(&Tensor::from_slice(&[0.1f32, 1.6])), Cond::none()).is_err());
+    assert!(s.pred(&net, &x, Time::from(&Tensor::from_slice(&[-0.1f32, 0.5])), Cond::none()).is_err());
+    let base = BaseConfig::sct;
     for bad in [
-        SctConfig { n_sigma: 2.0, ..Default::default() },
-        SctConfig { n_mu: 0.1, ..Default::default() },
-        SctConfig { x_sigma: 0.0, ..Default::default() },
-        SctConfig { t_sigma: -1.0, ..Default::default() },
+        SctConfig { base: BaseConfig { n_sigma: 2.0, ..base() }, ..Default::default() },
+        SctConfig { base: BaseConfig { n_mu: 0.1, ..base() }, ..Default::default() },
+        SctConfig { base: BaseConfig { x_sigma: 0.0, ..base() }, ..Default::default() },
+        SctConfig { base: BaseConfig { t_sigma: -1.0, ..base() }, ..Default::default() },
         SctConfig { tangent_norm_const: 0.0, ..Default::default() },
-        SctConfig { t_mu: f64::NAN, ..Default::default() },
+        SctConfig { base: BaseConfig { t_mu: f64::NAN, ..base() }, ..Default::default() },
     ] {
         assert!(Sct::new(bad, head(Kind::Float)).is_err());
     }
@@ -397,22 +413,23 @@ fn refusals_are_errors_not_panics() {
     assert!(LogVarHead::new(Tensor::zeros([2 * k + 1, 1], (Kind::Float, Device::Cpu)), Tensor::zeros([1], (Kind::Float, Device::Cpu)), Tensor::ones([k], (Kind::Float, Device::Cpu))).is_err());
     let t_bad = Teacher::new(TeacherConvention::TrigFlow { sigma_d: -1.0 }, teacher_net(72));
     assert!(t_bad.is_err());
-    let sit_mu = SiT::new(SiTConfig { n_mu: 0.5, ..Default::default() }).unwrap();
+    let sit_mu = SiT::new(SiTConfig { base: BaseConfig { n_mu: 0.5, ..Default::default() }, ..Default::default() }).unwrap();
     assert!(Teacher::new(TeacherConvention::SiT(sit_mu), teacher_net(73)).is_err());
     let teacher = Teacher::new(TeacherConvention::SiT(sit()), Box::new(probe(Kind::Float, 74))).unwrap();
     let scd = Scd::new(ScdConfig::default(), head(Kind::Float), teacher).unwrap();
-    assert!(matches!(scd.score(&net, &x, &t, None, None), Err(Error::Unsupported { .. })));
+    let scd = AnyInterface::Scd(scd);
+    assert!(scd.as_score().is_none() && scd.as_average_velocity().is_none());
     assert!(Scd::new(ScdConfig { guidance_scale: f64::INFINITY, ..Default::default() }, head(Kind::Float), Teacher::new(TeacherConvention::SiT(sit()), teacher_net(75)).unwrap()).is_err());
     // bad data
-    assert!(s.loss_at(&net, &Tensor::zeros([0, 3], (Kind::Float, Device::Cpu)), None, &mut streams(1), 0).is_err());
-    assert!(s.loss_at(&net, &Tensor::from_slice(&[f32::NAN, 0.0, 0.0]).reshape([1, 3]), None, &mut streams(1), 0).is_err());
+    assert!(s.loss_at(&net, &Tensor::zeros([0, 3], (Kind::Float, Device::Cpu)), Cond::none(), &mut streams(1), 0).is_err());
+    assert!(s.loss_at(&net, &Tensor::from_slice(&[f32::NAN, 0.0, 0.0]).reshape([1, 3]), Cond::none(), &mut streams(1), 0).is_err());
 }
 
 #[test]
 fn config_deserializes_with_paper_defaults_and_refuses_unknown_keys() {
     let c: SctConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(c, SctConfig::default());
-    assert_eq!((c.t_mu, c.t_sigma, c.x_sigma, c.tangent_norm_const, c.tangent_warmup_steps), (-1.0, 1.4, 0.5, 0.1, 10_000));
+    assert_eq!((c.base.t_mu, c.base.t_sigma, c.base.x_sigma, c.tangent_norm_const, c.tangent_warmup_steps), (-1.0, 1.4, 0.5, 0.1, 10_000));
     assert!(serde_json::from_str::<SctConfig>(r#"{"P_mean": -1}"#).is_err());
     let d: ScdConfig = serde_json::from_str(r#"{"guidance_scale": 2.0}"#).unwrap();
     assert_eq!(d.guidance_scale, 2.0);

@@ -11,7 +11,7 @@
 //! Everything is seeded; the run takes about 10 s on one core.
 
 use diffuse_spec::interfaces::{default_t_max, sample_one_step, Interface, LogVarHead, Sct, SctConfig};
-use diffuse_spec::networks::{Backbone, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Backbone, Cond, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 use tch::{Device, Kind, Tensor};
 
@@ -112,7 +112,7 @@ fn sct_training_on_toy_data_moves_one_step_samples_to_the_data() {
     let eval_x = data(&mut Rngs::new(&[("data", 3)]).unwrap(), 1024);
     // the sCT loss at r = 1 on a fixed batch with fixed draws
     let eval_loss = |s: &Sct, n: &ProbeMlp| {
-        let o = s.loss_at(n, &eval_x, None, &mut Rngs::new(&[("time", 4), ("noise", 5)]).unwrap(), WARMUP).unwrap();
+        let o = s.loss_at(n, &eval_x, Cond::none(), &mut Rngs::new(&[("time", 4), ("noise", 5)]).unwrap(), WARMUP).unwrap();
         o.loss.mean(Kind::Float).double_value(&[])
     };
     let ema_net = |ema: &[Tensor]| {
@@ -129,7 +129,7 @@ fn sct_training_on_toy_data_moves_one_step_samples_to_the_data() {
         let n = sct.sample_n(&[256, 2], &mut train, Device::Cpu).unwrap();
         let x_t = sct.sample_x_t(&x, &n, &t).unwrap();
         let v = sct.target(&x, &n, &t).unwrap();
-        let loss = (sct.network_output(&net, &x_t, &t, None).unwrap() * 0.5 - v).square().mean(Kind::Float);
+        let loss = (sct.network_output(&net, &x_t, &t, Cond::none()).unwrap() * 0.5 - v).square().mean(Kind::Float);
         loss.backward();
         opt.step();
     }
@@ -141,9 +141,9 @@ fn sct_training_on_toy_data_moves_one_step_samples_to_the_data() {
     let mut ema: Vec<Tensor> = net.parameters().into_iter().map(|(_, p)| p.detach().copy()).collect();
     let mut losses = Vec::new();
     for step in 0..1500u64 {
-        sct.set_step(step);
+        sct.on_step(step);
         let x = data(&mut train, 256);
-        let loss = sct.loss(&net, &x, None, &mut train).unwrap().loss.mean(Kind::Float);
+        let loss = sct.loss(&net, &x, Cond::none(), &mut train).unwrap().loss.mean(Kind::Float);
         losses.push(loss.double_value(&[]));
         loss.backward();
         opt.step();

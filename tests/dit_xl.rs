@@ -6,7 +6,7 @@
 //! `cargo test --test dit_xl -- --ignored`, or time it with the `dit_xl_step` example.
 
 use diffuse_spec::interfaces::{Interface, SiT, SiTConfig};
-use diffuse_spec::networks::{Backbone, Dit, DitConfig};
+use diffuse_spec::networks::{Backbone, Cond, Dit, DitConfig};
 use diffuse_spec::rng::Rngs;
 use tch::{Device, Kind, Tensor};
 
@@ -20,7 +20,7 @@ fn dit_xl_2_sit_step_on_cpu() {
     let x = Tensor::randn([1, 32, 32, 4], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[7i64]);
     let mut rngs = Rngs::new(&[("time", 1), ("noise", 2), ("label_dropout", 3)]).unwrap();
-    let o = sit.loss(&dit, &x, Some(&y), &mut rngs).unwrap();
+    let o = sit.loss(&dit, &x, Cond::labels(Some(&y)), &mut rngs).unwrap();
     assert_eq!(o.features.len(), 28);
     let loss = o.loss.mean(Kind::Float);
     assert!(loss.double_value(&[]).is_finite());

@@ -2,8 +2,8 @@
 //! and the quirks Q2 / Q12 shown where they bite.
 
 
-use diffuse_spec::interfaces::{t_shift, Edm, EdmConfig, EdmScore, Interface, SiT, SiTConfig, TimeDist};
-use diffuse_spec::networks::{Backbone, Cond, NetOutput};
+use diffuse_spec::interfaces::{t_shift, BaseConfig, Edm, EdmConfig, EdmScore, Interface, Preconditioning, Score, SiT, SiTConfig, Time, TimeDist};
+use diffuse_spec::networks::{Backbone, Cond, NetOutput, Pass};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::Error;
 use proptest::prelude::*;
@@ -22,12 +22,8 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
 /// denoiser of Gaussian data with standard deviation `x_sigma`.
 struct Zero;
 impl Backbone for Zero {
-    fn forward(&self, x: &Tensor, _t: &Tensor, _c: Cond<'_>, _r: Option<&mut Rngs>) -> diffuse_spec::Result<NetOutput> {
+    fn forward(&self, x: &Tensor, _t: &Tensor, _c: Cond<'_>, _p: Pass<'_>) -> diffuse_spec::Result<NetOutput> {
         Ok(NetOutput { out: x.zeros_like(), features: vec![] })
-    }
-    fn set_train(&self, _: bool) {}
-    fn is_train(&self) -> bool {
-        false
     }
     fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![]
@@ -39,7 +35,7 @@ proptest! {
 
     #[test]
     fn edm_preconditioning_identities(t in 1e-3f32..80.0, xs in 0.05f64..4.0) {
-        let edm = Edm::new(EdmConfig { x_sigma: xs, ..Default::default() }).unwrap();
+        let edm = Edm::new(EdmConfig { base: BaseConfig { x_sigma: xs, ..Default::default() }, ..Default::default() }).unwrap();
         let tt = v(&[t]).to_kind(Kind::Double);
         let (c_in, c_out, c_skip) = (edm.c_in(&tt).unwrap(), edm.c_out(&tt).unwrap(), edm.c_skip(&tt).unwrap());
         // c_out^2 = t^2 c_skip
@@ -100,14 +96,15 @@ fn edm_score_quirk_q2() {
     let exact = -&x_t / (t.square() + xs * xs).reshape([2, 1, 1]);
     let reference = Edm::new(EdmConfig::default()).unwrap();
     let denoiser = Edm::new(EdmConfig { score: EdmScore::Denoiser, ..Default::default() }).unwrap();
-    let s_ref = reference.score(&Zero, &x_t.to_kind(Kind::Float), &t.to_kind(Kind::Float), None, None).unwrap();
-    let s_den = denoiser.score(&Zero, &x_t.to_kind(Kind::Float), &t.to_kind(Kind::Float), None, None).unwrap();
+    let t32 = t.to_kind(Kind::Float);
+    let s_ref = reference.score(&Zero, &x_t.to_kind(Kind::Float), Time::from(&t32), Cond::none()).unwrap();
+    let s_den = denoiser.score(&Zero, &x_t.to_kind(Kind::Float), Time::from(&t32), Cond::none()).unwrap();
     let e_den = max_rel(&s_den.to_kind(Kind::Double), &exact);
     let e_ref = max_rel(&s_ref.to_kind(Kind::Double), &exact);
     assert!(e_den < 1e-6, "denoiser score off by {e_den}");
     assert!(e_ref > 0.1, "the reference score should differ from the true score, rel {e_ref}");
     // And the reference formula is exactly what it says: -(x_t - pred) / t^2.
-    let pred = reference.pred(&Zero, &x_t.to_kind(Kind::Float), &t.to_kind(Kind::Float), None, None).unwrap();
+    let pred = reference.pred(&Zero, &x_t.to_kind(Kind::Float), Time::from(&t32), Cond::none()).unwrap();
     let tb = t.to_kind(Kind::Float).reshape([2, 1, 1]);
     assert!(max_rel(&s_ref, &(-(x_t.to_kind(Kind::Float) - pred) / tb.square())) < 1e-6);
 }
@@ -120,23 +117,27 @@ fn zero_time_gives_the_reference_infinities_and_out_of_range_times_are_refused()
     let t = Tensor::from_slice(&[0.0f32, 0.5]);
     let finite_rows = |v: &Tensor| -> Vec<bool> { Vec::try_from(&v.isfinite().flatten(1, -1).all_dim(1, false)).unwrap() };
     let sit = SiT::new(SiTConfig::default()).unwrap();
-    assert_eq!(finite_rows(&sit.score(&Zero, &x_t, &t, None, None).unwrap()), vec![false, true]);
-    assert_eq!(finite_rows(&sit.pred(&Zero, &x_t, &t, None, None).unwrap()), vec![true, true]);
+    assert_eq!(finite_rows(&sit.score(&Zero, &x_t, Time::from(&t), Cond::none()).unwrap()), vec![false, true]);
+    assert_eq!(finite_rows(&sit.pred(&Zero, &x_t, Time::from(&t), Cond::none()).unwrap()), vec![true, true]);
     let edm = Edm::new(EdmConfig::default()).unwrap();
     // The zero network ignores its time input, so only the division by t shows here.
-    assert_eq!(finite_rows(&edm.score(&Zero, &x_t, &t, None, None).unwrap()), vec![false, true]);
+    assert_eq!(finite_rows(&edm.score(&Zero, &x_t, Time::from(&t), Cond::none()).unwrap()), vec![false, true]);
     let late = Tensor::from_slice(&[1.5f32, 0.5]);
-    assert!(sit.pred(&Zero, &x_t, &late, None, None).unwrap_err().to_string().contains("values in [0, 1]"));
+    assert!(sit.pred(&Zero, &x_t, Time::from(&late), Cond::none()).unwrap_err().to_string().contains("values in [0, 1]"));
     let negative = Tensor::from_slice(&[-0.1f32, 0.5]);
-    assert!(edm.pred(&Zero, &x_t, &negative, None, None).unwrap_err().to_string().contains("sigma"));
+    assert!(edm.pred(&Zero, &x_t, Time::from(&negative), Cond::none()).unwrap_err().to_string().contains("sigma"));
+    // A scalar time (the reference's float `t`) is the same as a [B] vector of it.
+    let half = Tensor::from_slice(&[0.5f32, 0.5]);
+    assert!(sit.score(&Zero, &x_t, Time::Scalar(0.5), Cond::none()).unwrap().equal(&sit.score(&Zero, &x_t, Time::from(&half), Cond::none()).unwrap()));
+    assert!(sit.pred(&Zero, &x_t, Time::Scalar(1.5), Cond::none()).unwrap_err().to_string().contains("values in [0, 1]"));
 }
 
 #[test]
 fn sit_refuses_lognormal_and_bad_settings() {
-    let e = SiT::new(SiTConfig { train_time_dist_type: TimeDist::LogNormal, ..Default::default() }).unwrap_err();
+    let e = SiT::new(SiTConfig { base: BaseConfig { train_time_dist_type: TimeDist::LogNormal, ..Default::default() }, ..Default::default() }).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
-    assert!(matches!(SiT::new(SiTConfig { n_sigma: -1.0, ..Default::default() }), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(Edm::new(EdmConfig { x_sigma: 0.0, ..Default::default() }), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(SiT::new(SiTConfig { base: BaseConfig { n_sigma: -1.0, ..Default::default() }, ..Default::default() }), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(Edm::new(EdmConfig { base: BaseConfig { x_sigma: 0.0, ..Default::default() }, ..Default::default() }), Err(Error::InvalidArgument { .. })));
     assert!(matches!(TimeDist::parse("gamma"), Err(Error::Unknown { .. })));
 }
 
@@ -151,21 +152,21 @@ fn loss_refuses_bad_input() {
     )
     .unwrap();
     let x = Tensor::ones([3, 4, 2], (Kind::Float, Device::Cpu));
-    assert!(sit.loss(&probe, &x, None, &mut rngs).is_ok());
+    assert!(sit.loss(&probe, &x, Cond::none(), &mut rngs).is_ok());
     let nan = x.copy().fill_(f64::NAN);
-    assert!(sit.loss(&probe, &nan, None, &mut rngs).unwrap_err().to_string().contains("finite"));
+    assert!(sit.loss(&probe, &nan, Cond::none(), &mut rngs).unwrap_err().to_string().contains("finite"));
     let empty = Tensor::ones([0, 4, 2], (Kind::Float, Device::Cpu));
-    assert!(sit.loss(&probe, &empty, None, &mut rngs).unwrap_err().to_string().contains("batch"));
+    assert!(sit.loss(&probe, &empty, Cond::none(), &mut rngs).unwrap_err().to_string().contains("batch"));
     let y = Tensor::from_slice(&[1i64, 2]);
-    assert!(sit.loss(&probe, &x, Some(&y), &mut rngs).unwrap_err().to_string().contains("`y`"));
+    assert!(sit.loss(&probe, &x, Cond::labels(Some(&y)), &mut rngs).unwrap_err().to_string().contains("`y`"));
     let wrong_c = Tensor::ones([3, 4, 5], (Kind::Float, Device::Cpu));
-    assert!(sit.loss(&probe, &wrong_c, None, &mut rngs).is_err());
+    assert!(sit.loss(&probe, &wrong_c, Cond::none(), &mut rngs).is_err());
 }
 
 /// Same draws, same loss: the streams make the loss a pure function of the seeds.
 #[test]
 fn loss_is_reproducible_from_the_seeds() {
-    let edm = Edm::new(EdmConfig { train_time_dist_type: TimeDist::LogNormal, t_mu: -1.2, t_sigma: 1.2, ..Default::default() }).unwrap();
+    let edm = Edm::new(EdmConfig { base: BaseConfig { train_time_dist_type: TimeDist::LogNormal, t_mu: -1.2, t_sigma: 1.2, ..Default::default() }, ..Default::default() }).unwrap();
     let probe = diffuse_spec::networks::ProbeMlp::init(
         diffuse_spec::networks::ProbeMlpConfig { channels: 2, hidden: 4, freqs: 2 },
         0,
@@ -175,9 +176,9 @@ fn loss_is_reproducible_from_the_seeds() {
     let x = Tensor::ones([3, 4, 2], (Kind::Float, Device::Cpu));
     let mut a = Rngs::new(&[("time", 5), ("noise", 6)]).unwrap();
     let mut b = a.fork();
-    let la = edm.loss(&probe, &x, None, &mut a).unwrap().loss;
-    let lb = edm.loss(&probe, &x, None, &mut b).unwrap().loss;
+    let la = edm.loss(&probe, &x, Cond::none(), &mut a).unwrap().loss;
+    let lb = edm.loss(&probe, &x, Cond::none(), &mut b).unwrap().loss;
     assert!(la.equal(&lb));
-    let lc = edm.loss(&probe, &x, None, &mut a).unwrap().loss;
+    let lc = edm.loss(&probe, &x, Cond::none(), &mut a).unwrap().loss;
     assert!(!la.equal(&lc), "the counters moved on, so the next draw differs");
 }

@@ -1,9 +1,9 @@
 //! MeanFlow: the exact JVP (both backends against each other and a float64 central
 //! difference), the properties of its target, and its quirks Q3, Q7, Q8.
 
-use diffuse_spec::interfaces::{CondDrop, Interface, MeanFlow, MeanFlowConfig, MeanFlowScore};
+use diffuse_spec::interfaces::{AverageVelocity, CondDrop, Interface, MeanFlow, MeanFlowConfig, MeanFlowScore, Score, Time};
 use diffuse_spec::jvp::{jvp, JvpBackend};
-use diffuse_spec::networks::{Backbone, Cond, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Accepts, Backbone, Cond, NetOutput, Pass, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -31,7 +31,7 @@ fn streams(seed: i64) -> Rngs {
 fn u_fn<'a>(net: &'a ProbeMlp, y: &'a Tensor) -> impl FnMut(&[Tensor]) -> diffuse_spec::Result<Tensor> + 'a {
     move |p: &[Tensor]| {
         let dt = &p[1] - &p[2];
-        Ok(net.forward(&p[0], &p[1], Cond { y: Some(y), dt: Some(&dt), gw: None }, None)?.out)
+        Ok(net.forward(&p[0], &p[1], Cond { y: Some(y), dt: Some(&dt), ..Cond::default() }, Pass::eval())?.out)
     }
 }
 
@@ -71,7 +71,7 @@ fn both_backends_give_the_same_loss_target_and_gradients_in_float32() {
     for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let net = probe(Kind::Float);
         let mf = MeanFlow::new(MeanFlowConfig { jvp: backend, guidance_scale: 2.0, guidance_mixture_ratio: 0.3, ..Default::default() }).unwrap();
-        let o = mf.loss(&net, &x, Some(&y), &mut streams(10)).unwrap();
+        let o = mf.loss(&net, &x, Cond::labels(Some(&y)), &mut streams(10)).unwrap();
         o.loss.mean(Kind::Float).backward();
         let grads: Vec<Tensor> = net.parameters().into_iter().map(|(_, p)| p.grad()).collect();
         results.push((o.loss.detach(), o.target, grads));
@@ -94,7 +94,7 @@ fn fm_portion_one_is_plain_flow_matching() {
     let x = data(4, 6);
     let net = probe(Kind::Float);
     let mf = MeanFlow::new(MeanFlowConfig { fm_portion: 1.0, guidance_scale: 1.0, guidance_mixture_ratio: 0.0, norm_power: 0.0, ..Default::default() }).unwrap();
-    let o = mf.loss(&net, &x, None, &mut streams(20)).unwrap();
+    let o = mf.loss(&net, &x, Cond::none(), &mut streams(20)).unwrap();
     assert!(o.r.as_ref().unwrap().equal(&o.t));
     let v = &o.n - &x;
     assert!(o.target.equal(&v), "target must be n - x exactly");
@@ -117,14 +117,14 @@ proptest! {
         prop_assert!(t.narrow(0, 0, k).equal(&r.narrow(0, 0, k)));
         let net = probe(Kind::Float);
         let x = data(seed, b);
-        let o = mf.loss(&net, &x, None, &mut streams(seed)).unwrap();
+        let o = mf.loss(&net, &x, Cond::none(), &mut streams(seed)).unwrap();
         // Recompute the guided velocity from the same draws: the loss re-draws t, r, n.
         let mut s = streams(seed);
         let (t2, r2) = mf.sample_t_r(b, &mut s, Device::Cpu).unwrap();
         let n2 = mf.sample_n(&x.size(), &mut s, Device::Cpu).unwrap();
         prop_assert!(t2.equal(&o.t) && r2.equal(o.r.as_ref().unwrap()) && n2.equal(&o.n));
         let y = Tensor::full([b], 1000, (Kind::Int64, Device::Cpu));
-        let v = mf.guided_velocity(&net, &x, &o.n, &o.x_t, &o.t, &y, &mut s).unwrap();
+        let (v, _, _) = mf.insta_velocity(&net, &x, &o.n, &o.t, Cond::labels(Some(&y)), None, &mut s).unwrap();
         let same = o.t.eq_tensor(o.r.as_ref().unwrap());
         for i in 0..b {
             if bool::try_from(same.get(i)).unwrap() {
@@ -150,7 +150,8 @@ fn condition_drop_prefix_versus_sampled() {
     assert!(k > 0 && k < b as usize);
     for (mode, expect) in [(CondDrop::Prefix, (0..b as usize).map(|i| i < k).collect::<Vec<_>>()), (CondDrop::Sampled, below.clone())] {
         let mf = MeanFlow::new(MeanFlowConfig { cond_drop_ratio: 0.5, cond_drop: mode, ..Default::default() }).unwrap();
-        let (v2, y2) = mf.cond_drop(&x, &n, &v, &y, &mut Rngs::new(&[("label_dropout", 3)]).unwrap()).unwrap();
+        let neg_y = y.full_like(1000);
+        let (v2, y2) = mf.cond_drop(&x, &n, &v, &y, &neg_y, &mut Rngs::new(&[("label_dropout", 3)]).unwrap()).unwrap();
         let y2: Vec<i64> = Vec::try_from(&y2).unwrap();
         let v2: Vec<f32> = Vec::try_from(&v2.flatten(0, -1)).unwrap();
         for i in 0..b as usize {
@@ -161,16 +162,36 @@ fn condition_drop_prefix_versus_sampled() {
     assert_ne!(below, (0..b as usize).map(|i| i < k).collect::<Vec<_>>(), "this seed shows the difference");
 }
 
-/// Quirk Q8: only the mixture path returns the network to train mode.
+/// A probe that records the mode of every forward it is asked for.
+struct Recording {
+    net: ProbeMlp,
+    modes: std::cell::RefCell<Vec<bool>>,
+}
+
+impl Backbone for Recording {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> diffuse_spec::Result<NetOutput> {
+        self.modes.borrow_mut().push(pass.train);
+        self.net.forward(x, t, cond, pass)
+    }
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.net.parameters()
+    }
+    fn accepts(&self) -> Accepts<'_> {
+        self.net.accepts()
+    }
+}
+
+/// Quirk Q8: the guidance forwards run in eval mode, and only the mixture path returns the
+/// network to train mode for the JVP forward (the last one).
 #[test]
 fn train_mode_after_the_guided_velocity() {
     let x = data(5, 4);
-    for (w, kappa, train_after) in [(1.0, 0.0, false), (2.0, 0.0, false), (2.0, 0.5, true)] {
-        let net = probe(Kind::Float);
-        net.set_train(true);
+    for (w, kappa, modes) in [(1.0, 0.0, vec![false]), (2.0, 0.0, vec![false, false]), (2.0, 0.5, vec![false, false, true])] {
+        let net = Recording { net: probe(Kind::Float), modes: Default::default() };
         let mf = MeanFlow::new(MeanFlowConfig { guidance_scale: w, guidance_mixture_ratio: kappa, ..Default::default() }).unwrap();
-        mf.loss(&net, &x, None, &mut streams(1)).unwrap();
-        assert_eq!(net.is_train(), train_after, "w {w}, kappa {kappa}");
+        mf.loss(&net, &x, Cond::none(), &mut streams(1)).unwrap();
+        assert_eq!(*net.modes.borrow(), modes, "w {w}, kappa {kappa}");
+        assert_eq!(mf.jvp_in_train_mode(), kappa != 0.0);
     }
 }
 
@@ -184,17 +205,18 @@ fn score_quirk_q3() {
     let reference = MeanFlow::new(MeanFlowConfig::default()).unwrap();
     let inst = MeanFlow::new(MeanFlowConfig { score: MeanFlowScore::Instantaneous, ..Default::default() }).unwrap();
     let tb = t.reshape([3, 1, 1]);
-    let u0 = reference.pred(&net, &x_t, &t, Some(&t.zeros_like()), None).unwrap();
-    let ut = reference.pred(&net, &x_t, &t, Some(&t), None).unwrap();
+    let u0 = reference.average_velocity(&net, &x_t, Time::from(&t), Time::from(&t.zeros_like()), Cond::none()).unwrap();
+    let ut = reference.average_velocity(&net, &x_t, Time::from(&t), Time::from(&t), Cond::none()).unwrap();
     let one_m: Tensor = tb.ones_like() - &tb;
     let want_ref: Tensor = (&x_t + &one_m * &u0).neg() / tb.square();
     let want_inst: Tensor = (&x_t + &one_m * &ut).neg() / &tb;
-    let s_ref = reference.score(&net, &x_t, &t, None, None).unwrap();
-    let s_inst = inst.score(&net, &x_t, &t, None, None).unwrap();
+    let s_ref = reference.score(&net, &x_t, Time::from(&t), Cond::none()).unwrap();
+    let s_inst = inst.score(&net, &x_t, Time::from(&t), Cond::none()).unwrap();
     assert!(rel(&s_ref, &want_ref) < 1e-6);
     assert!(rel(&s_inst, &want_inst) < 1e-6);
     assert!(rel(&s_ref, &s_inst) > 1e-2, "the two scores differ");
-    assert!(reference.pred(&net, &x_t, &t, None, None).unwrap_err().to_string().contains("interval start"));
+    // The instantaneous prediction is u(x_t, t, t), bit for bit.
+    assert!(reference.pred(&net, &x_t, Time::from(&t), Cond::none()).unwrap().equal(&ut));
 }
 
 #[test]
@@ -243,7 +265,7 @@ fn forward_ad_replays_the_networks_draws() {
         // kappa != 0: the network is back in train mode (and draws label dropout) in the JVP forward.
         let mf = MeanFlow::new(MeanFlowConfig { jvp: backend, guidance_mixture_ratio: 0.5, fm_portion: 0.25, ..Default::default() }).unwrap();
         let mut rngs = streams(30);
-        let o = mf.loss(&dit, &x, Some(&y), &mut rngs).unwrap();
+        let o = mf.loss(&dit, &x, Cond::labels(Some(&y)), &mut rngs).unwrap();
         assert_eq!(rngs.counter("label_dropout").unwrap(), 2, "cond drop + one DiT label dropout");
         o.loss.mean(Kind::Float).backward();
         let grads: Vec<Tensor> = dit.parameters().into_iter().map(|(_, p)| p.grad()).collect();

@@ -11,13 +11,13 @@
 //! so the order holds on non-uniform grids too; `|lambda|` in [0.25, 1] keeps the step counts
 //! in the asymptotic range (pre-asymptotic `h^3` terms stay below 10% of the slope).
 
-use diffuse_spec::interfaces::{Interface, LossOutput, SiT, SiTConfig};
-use diffuse_spec::networks::{Backbone, Cond, NetOutput};
+use diffuse_spec::interfaces::{AverageVelocity, Interface, LossOutput, SiT, SiTConfig, Time};
+use diffuse_spec::networks::{Backbone, Cond, NetOutput, Pass};
 use diffuse_spec::rng::Rngs;
-use diffuse_spec::samplers::{Euler, EulerJump, EulerJumpOptions, GridKind, GridKwargs, Heun, HeunOptions, HeunVariant, Model, Sampler, SamplerConfig};
+use diffuse_spec::samplers::{Euler, EulerJump, EulerJumpOptions, GridKind, GridKwargs, Heun, HeunOptions, HeunVariant, Model, Sample, SamplerConfig};
 use diffuse_spec::{Error, Result};
 use proptest::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// `v(x, t) = lambda x`: the exact velocity of the flow `x(t) = x(1) exp(lambda (t - 1))`.
 struct LinearField {
@@ -25,20 +25,16 @@ struct LinearField {
 }
 
 impl Backbone for LinearField {
-    fn forward(&self, x: &Tensor, _t: &Tensor, _c: Cond<'_>, _r: Option<&mut Rngs>) -> Result<NetOutput> {
+    fn forward(&self, x: &Tensor, _t: &Tensor, _c: Cond<'_>, _p: Pass<'_>) -> Result<NetOutput> {
         Ok(NetOutput { out: x.f_mul_scalar(self.lambda)?, features: vec![] })
-    }
-    fn set_train(&self, _: bool) {}
-    fn is_train(&self) -> bool {
-        false
     }
     fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![]
     }
 }
 
-/// A MeanFlow-like interface whose `pred(x, t, r)` is the exact average velocity of the linear
-/// flow over `[r, t]`: `x (exp(lambda (r - t)) - 1) / (r - t)`.
+/// A MeanFlow-like interface whose average velocity `u(x, t, r)` is the exact one of the
+/// linear flow over `[r, t]`: `x (exp(lambda (r - t)) - 1) / (r - t)`.
 struct ExactAverageVelocity {
     lambda: f64,
 }
@@ -47,43 +43,21 @@ impl Interface for ExactAverageVelocity {
     fn name(&self) -> &'static str {
         "exact_average_velocity"
     }
-    fn c_in(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.ones_like())
+    /// The instantaneous velocity `lambda x` (the limit `r -> t`).
+    fn pred(&self, _net: &dyn Backbone, x: &Tensor, _t: Time<'_>, _cond: Cond<'_>) -> Result<Tensor> {
+        Ok(x.f_mul_scalar(self.lambda)?)
     }
-    fn c_out(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.ones_like())
-    }
-    fn c_skip(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.zeros_like())
-    }
-    fn c_noise(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.shallow_clone())
-    }
-    fn sample_t(&self, _: i64, _: &mut Rngs, _: Device) -> Result<Tensor> {
+    fn loss(&self, _: &dyn Backbone, _: &Tensor, _: Cond<'_>, _: &mut Rngs) -> Result<LossOutput> {
         Err(Error::NotImplemented("test interface".into()))
     }
-    fn sample_n(&self, _: &[i64], _: &mut Rngs, _: Device) -> Result<Tensor> {
-        Err(Error::NotImplemented("test interface".into()))
-    }
-    fn sample_x_t(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Tensor> {
-        Err(Error::NotImplemented("test interface".into()))
-    }
-    fn target(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<Tensor> {
-        Err(Error::NotImplemented("test interface".into()))
-    }
-    fn pred(&self, _net: &dyn Backbone, x: &Tensor, t: &Tensor, r: Option<&Tensor>, _y: Option<&Tensor>) -> Result<Tensor> {
-        let r = r.ok_or_else(|| Error::invalid("r", "a tensor", "none"))?;
-        let dt: Vec<f64> = Vec::<f64>::try_from(&r.f_sub(t)?.f_to_kind(Kind::Double)?)?;
-        let scale: Vec<f32> = dt.iter().map(|&d| ((self.lambda * d).exp_m1() / d) as f32).collect();
-        let mut shape = vec![scale.len() as i64];
-        shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-        Ok(x.f_mul(&Tensor::from_slice(&scale).f_reshape(&shape)?)?)
-    }
-    fn score(&self, _: &dyn Backbone, _: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>) -> Result<Tensor> {
-        Err(Error::NotImplemented("test interface".into()))
-    }
-    fn loss(&self, _: &dyn Backbone, _: &Tensor, _: Option<&Tensor>, _: &mut Rngs) -> Result<LossOutput> {
-        Err(Error::NotImplemented("test interface".into()))
+}
+
+impl AverageVelocity for ExactAverageVelocity {
+    fn average_velocity(&self, _net: &dyn Backbone, x: &Tensor, t: Time<'_>, r: Time<'_>, _cond: Cond<'_>) -> Result<Tensor> {
+        // r - t in float32, as a sampler's grid gives it
+        let (Time::Scalar(t), Time::Scalar(r)) = (t, r) else { return Err(Error::NotImplemented("per-example times".into())) };
+        let d = (r as f32 - t as f32) as f64;
+        Ok(x.f_mul_scalar(((self.lambda * d).exp_m1() / d) as f32 as f64)?)
     }
 }
 
@@ -96,7 +70,7 @@ fn x1(values: &[f32]) -> Tensor {
     Tensor::from_slice(values).reshape([2, values.len() as i64 / 2, 1])
 }
 
-fn run(sampler: &dyn Sampler, lambda: f64, x: &Tensor) -> Tensor {
+fn run(sampler: &dyn Sample, lambda: f64, x: &Tensor) -> Tensor {
     let sit = SiT::new(SiTConfig::default()).unwrap();
     let net = LinearField { lambda };
     let mut rngs = Rngs::with_default(0);
@@ -110,7 +84,7 @@ fn error(x_final: &Tensor, x: &Tensor, lambda: f64) -> f64 {
 }
 
 /// The least-squares slope of `log err` against `log (1 / n)`.
-fn order(make: impl Fn(i64) -> Box<dyn Sampler>, ns: &[i64], lambda: f64, x: &Tensor) -> f64 {
+fn order(make: impl Fn(i64) -> Box<dyn Sample>, ns: &[i64], lambda: f64, x: &Tensor) -> f64 {
     let pts: Vec<(f64, f64)> = ns.iter().map(|&n| ((1.0 / n as f64).ln(), error(&run(make(n).as_ref(), lambda, x), x, lambda).ln())).collect();
     let k = pts.len() as f64;
     let (mx, my) = (pts.iter().map(|p| p.0).sum::<f64>() / k, pts.iter().map(|p| p.1).sum::<f64>() / k);
@@ -119,11 +93,11 @@ fn order(make: impl Fn(i64) -> Box<dyn Sampler>, ns: &[i64], lambda: f64, x: &Te
     sxy / sxx
 }
 
-fn euler(n: i64, s: f64) -> Box<dyn Sampler> {
+fn euler(n: i64, s: f64) -> Box<dyn Sample> {
     Box::new(Euler::new(config(n, s)).unwrap())
 }
 
-fn heun(n: i64, s: f64, variant: HeunVariant) -> Box<dyn Sampler> {
+fn heun(n: i64, s: f64, variant: HeunVariant) -> Box<dyn Sample> {
     Box::new(Heun::new(config(n, s), HeunOptions { variant }).unwrap())
 }
 

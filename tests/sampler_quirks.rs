@@ -1,12 +1,12 @@
 //! The samplers' quirks (Q1, Q5, Q6, Q13, Q14) shown where they bite, their named corrections,
 //! guidance, the random draws of Euler-Maruyama, and input validation.
 
-use diffuse_spec::interfaces::{Edm, EdmConfig, SiT, SiTConfig};
-use diffuse_spec::networks::{Backbone, Cond, NetOutput};
+use diffuse_spec::interfaces::{AnyInterface, Edm, EdmConfig, MeanFlow, MeanFlowConfig, Sct, SctConfig, SiT, SiTConfig};
+use diffuse_spec::networks::{Accepts, Backbone, Cond, NetOutput, Pass};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::samplers::{
     AnySampler, ConstantCoeff, DiffusionCoeff, Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions,
-    HeunVariant, JumpGuidance, LastStepLabels, Model, SampleArgs, Sampler, SamplerConfig,
+    HeunVariant, JumpGuidance, LastStepLabels, Model, Sample, SampleArgs, Sampler, SamplerConfig,
 };
 use diffuse_spec::{Error, Result};
 use tch::{Kind, Tensor};
@@ -19,7 +19,7 @@ struct Field {
 }
 
 impl Backbone for Field {
-    fn forward(&self, x: &Tensor, _t: &Tensor, cond: Cond<'_>, _r: Option<&mut Rngs>) -> Result<NetOutput> {
+    fn forward(&self, x: &Tensor, _t: &Tensor, cond: Cond<'_>, _p: Pass<'_>) -> Result<NetOutput> {
         let b = x.size()[0];
         let on = match cond.y {
             Some(y) => y.f_ne(1000)?.f_to_kind(Kind::Float)?,
@@ -29,12 +29,12 @@ impl Backbone for Field {
         shape.extend(std::iter::repeat_n(1, x.dim() - 1));
         Ok(NetOutput { out: x.f_mul_scalar(self.lambda)?.f_add(&on.f_reshape(&shape)?.f_mul_scalar(self.c)?)?, features: vec![] })
     }
-    fn set_train(&self, _: bool) {}
-    fn is_train(&self) -> bool {
-        false
-    }
     fn parameters(&self) -> Vec<(String, Tensor)> {
         vec![]
+    }
+    fn accepts(&self) -> Accepts<'_> {
+        // labels, and MeanFlow's dt (which it ignores)
+        Accepts { labels: true, dt: true, ..Accepts::NOTHING }
     }
 }
 
@@ -163,7 +163,7 @@ fn euler_maruyama_last_step_labels_q6() {
     let guided = SampleArgs::new(model, None, 2.0, Some(&y)).unwrap();
     let unguided = SampleArgs::new(model, None, 1.0, Some(&y)).unwrap();
     let x = x0();
-    let step = |s: &EulerMaruyama, a: &SampleArgs| s.last_step(&mut Rngs::with_default(0), a, &x, 0.2, 0.05).unwrap();
+    let step = |s: &EulerMaruyama, a: &SampleArgs<SiT>| s.last_step(&mut Rngs::with_default(0), a, &x, 0.2, 0.05).unwrap();
     assert!(step(&faithful, &guided).equal(&step(&faithful, &unguided)));
     assert!(!step(&corrected, &guided).allclose(&step(&faithful, &guided), 1e-4, 1e-4, false));
 }
@@ -184,17 +184,27 @@ fn euler_maruyama_draws_from_the_default_stream() {
     assert_eq!(r1.counter("default").unwrap(), 5);
 }
 
-/// Q14: Euler-jump ignores guidance by default and refuses it on request. Through SiT, which
-/// has no interval start, it is an error.
+/// Q14: Euler-jump ignores guidance by default and refuses it on request. (With SiT, which has
+/// no average velocity, it does not compile; through `AnySampler` it is an error.)
 #[test]
 fn euler_jump_guidance_q14() {
     let net = Field { lambda: 0.5, c: 0.4 };
-    let iface = sit();
-    let model = Model::new(&iface, &net);
+    let mf = MeanFlow::new(MeanFlowConfig::default()).unwrap();
+    let model = Model::new(&mf, &net);
     let jump = EulerJump::new(uniform(2, GridKwargs::default()), EulerJumpOptions::default()).unwrap();
-    assert!(matches!(jump.sample(&mut Rngs::with_default(0), model, &x0(), None, 3.0, None), Err(Error::InvalidArgument { .. })));
+    let unguided = jump.sample(&mut Rngs::with_default(0), model, &x0(), None, 1.0, None).unwrap();
+    assert!(jump.sample(&mut Rngs::with_default(0), model, &x0(), None, 3.0, None).unwrap().equal(&unguided));
     let strict = EulerJump::new(uniform(2, GridKwargs::default()), EulerJumpOptions { guidance: JumpGuidance::Refuse }).unwrap();
     assert!(matches!(strict.sample(&mut Rngs::with_default(0), model, &x0(), None, 3.0, None), Err(Error::Unsupported { .. })));
+    let settings = serde_json::json!({"num_sampling_steps": 2, "sampling_time_dist": "uniform"}).as_object().cloned().unwrap();
+    let any = AnySampler::from_settings("euler_jump", &settings).unwrap();
+    let e = any.sample(&mut Rngs::with_default(0), &AnyInterface::SiT(sit()), &net, &x0(), 1.0, None).unwrap_err();
+    assert!(matches!(&e, Error::Unsupported { why, .. } if why.contains("average velocity")), "{e}");
+    // Euler-Maruyama through AnySampler needs a score, which sCT has not.
+    let settings = serde_json::json!({"num_sampling_steps": 2, "sampling_time_dist": "uniform", "diffusion_coeff": "linear"}).as_object().cloned().unwrap();
+    let sct = Sct::with_default_head(SctConfig::default(), tch::Device::Cpu).unwrap();
+    let any = AnySampler::from_settings("euler-maruyama", &settings).unwrap();
+    assert!(matches!(any.sample(&mut Rngs::with_default(0), &AnyInterface::Sct(sct), &net, &x0(), 1.0, None), Err(Error::Unsupported { .. })));
 }
 
 /// EDM on the exp grid: the sample starts at `x * sigma_max` and the network is never asked for

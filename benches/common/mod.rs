@@ -11,11 +11,11 @@
 //! functional form, like `jax.value_and_grad`: nothing accumulates into `.grad`).
 #![allow(dead_code)]
 
-use diffuse_spec::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, SiT, SiTConfig, TimeDist};
+use diffuse_spec::interfaces::{AnyInterface, BaseConfig, Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, SiT, SiTConfig, TimeDist};
 use diffuse_spec::jvp::JvpBackend;
-use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, Pass, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
-use diffuse_spec::samplers::{Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, Model, SampleArgs, Sampler, SamplerConfig};
+use diffuse_spec::samplers::{AnySampler, Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, Model, Sample, SampleArgs, SamplerConfig};
 use diffuse_spec::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -128,7 +128,7 @@ pub fn meanflow_config(jvp: JvpBackend) -> MeanFlowConfig {
 
 /// EDM's own time distribution (log-normal, mu -1.2, sigma 1.2).
 pub fn edm_config() -> EdmConfig {
-    EdmConfig { train_time_dist_type: TimeDist::LogNormal, t_mu: -1.2, t_sigma: 1.2, ..EdmConfig::default() }
+    EdmConfig { base: BaseConfig { train_time_dist_type: TimeDist::LogNormal, t_mu: -1.2, t_sigma: 1.2, ..BaseConfig::default() }, ..EdmConfig::default() }
 }
 
 enum Iface {
@@ -191,11 +191,9 @@ impl TrainStep {
                 (Box::new(p), 256, 1, None, dcfg.input_size * dcfg.input_size, 0.0)
             }
             Net::Dit => {
-                let d = Dit::init(dcfg.clone(), 0, device)?;
                 let a = attention.unwrap_or(if step.needs_math_attention() { Attention::Math } else { Attention::Fused });
-                d.set_attention(a);
                 let n = layer_norm.unwrap_or(LayerNorm::Fused);
-                d.set_layer_norm(n);
+                let d = Dit::init(dcfg.clone(), 0, device)?.with_attention(a).with_layer_norm(n);
                 ln = Some(n);
                 (Box::new(d), dcfg.hidden_size, dcfg.depth, Some(a), dcfg.tokens(), dit_forward_flops(&dcfg))
             }
@@ -237,12 +235,11 @@ impl TrainStep {
         self.seed += 1;
         let s = self.seed * 3;
         let mut rngs = Rngs::new(&[("time", s), ("noise", s + 1), ("label_dropout", s + 2)])?;
-        self.net.set_train(true);
         let per_example = match &self.iface {
-            Iface::Plain(i) => i.loss(self.net.as_ref(), &self.x, Some(&self.y), &mut rngs)?.loss,
-            Iface::Repa(r, xf) => r.loss(self.net.as_ref(), &self.x, xf, Some(&self.y), &mut rngs)?.loss,
+            Iface::Plain(i) => i.loss(self.net.as_ref(), &self.x, Cond::labels(Some(&self.y)), &mut rngs)?.loss,
+            Iface::Repa(r, xf) => r.loss(self.net.as_ref(), &self.x, xf, Cond::labels(Some(&self.y)), &mut rngs)?.loss,
             Iface::Net { t, dt } => {
-                let o = self.net.forward(&self.x, t, Cond { y: Some(&self.y), dt: dt.as_ref(), gw: None }, Some(&mut rngs))?.out;
+                let o = self.net.call(&self.x, t, Cond { y: Some(&self.y), dt: dt.as_ref(), ..Cond::default() }, Pass::train(&mut rngs))?.out;
                 o.f_square()?.f_mean_dim(&[1i64, 2, 3][..], false, Kind::Float)?
             }
         };
@@ -314,8 +311,8 @@ impl SamplerKind {
 
 /// A sampler with its interface and network (eval mode, fused attention), ready to run.
 pub struct SamplerBench {
-    pub sampler: Box<dyn Sampler>,
-    interface: Box<dyn Interface>,
+    pub sampler: AnySampler,
+    interface: AnyInterface,
     pub net: Box<dyn Backbone>,
     pub x: Tensor,
     pub y: Tensor,
@@ -329,42 +326,44 @@ impl SamplerBench {
         let net: Box<dyn Backbone> = match net {
             Net::Probe => Box::new(ProbeMlp::init(ProbeMlpConfig { channels: dcfg.in_channels, hidden: 256, freqs: 8 }, 0, device)?),
             Net::Dit => {
-                let d = Dit::init(dcfg, 0, device)?;
-                d.set_attention(Attention::Fused);
-                d.set_layer_norm(LayerNorm::Fused);
-                Box::new(d)
+                Box::new(Dit::init(dcfg, 0, device)?.with_attention(Attention::Fused).with_layer_norm(LayerNorm::Fused))
             }
         };
-        net.set_train(false);
-        let (sampler, interface): (Box<dyn Sampler>, Box<dyn Interface>) = match kind {
-            SamplerKind::Euler => (Box::new(Euler::new(SamplerConfig::new(steps, GridKind::Uniform))?), Box::new(SiT::new(SiTConfig::default())?)),
-            SamplerKind::Heun => (Box::new(Heun::new(SamplerConfig::new(steps, GridKind::Exp), HeunOptions::default())?), Box::new(Edm::new(edm_config())?)),
+        let (sampler, interface): (AnySampler, AnyInterface) = match kind {
+            SamplerKind::Euler => (AnySampler::Euler(Euler::new(SamplerConfig::new(steps, GridKind::Uniform))?), SiT::new(SiTConfig::default())?.into()),
+            SamplerKind::Heun => (AnySampler::Heun(Heun::new(SamplerConfig::new(steps, GridKind::Exp), HeunOptions::default())?), Edm::new(edm_config())?.into()),
             SamplerKind::EulerMaruyama => {
                 let kw = GridKwargs { t_start: Some(0.98), ..Default::default() };
                 let sc = SamplerConfig { num_sampling_steps: steps, sampling_time_dist: GridKind::Uniform, sampling_time_kwargs: kw };
-                (Box::new(EulerMaruyama::new(sc, EulerMaruyamaOptions::default())?), Box::new(SiT::new(SiTConfig::default())?))
+                (AnySampler::EulerMaruyama(EulerMaruyama::new(sc, EulerMaruyamaOptions::default())?), SiT::new(SiTConfig::default())?.into())
             }
-            SamplerKind::EulerJump => (Box::new(EulerJump::new(SamplerConfig::new(steps, GridKind::Uniform), EulerJumpOptions::default())?), Box::new(MeanFlow::new(MeanFlowConfig::default())?)),
+            SamplerKind::EulerJump => (AnySampler::EulerJump(EulerJump::new(SamplerConfig::new(steps, GridKind::Uniform), EulerJumpOptions::default())?), MeanFlow::new(MeanFlowConfig::default())?.into()),
         };
         Ok(SamplerBench { sampler, interface, net, x, y })
     }
 
     /// One non-last step from the grid's first point to its second (no gradient).
     pub fn one_step(&self) -> Result<Tensor> {
+        fn step<I: ?Sized, S: Sample<I>>(s: &S, model: Model<'_, I>, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+            let args = SampleArgs::new(model, None, 1.0, Some(y))?;
+            let grid = s.timegrid()?;
+            s.forward(&mut Rngs::with_default(0), &args, x, grid[0], grid[1])
+        }
         let _ng = tch::no_grad_guard();
-        let model = Model::new(self.interface.as_ref(), self.net.as_ref());
-        let args = SampleArgs::new(model, None, 1.0, Some(&self.y))?;
-        let grid = self.sampler.timegrid()?;
-        let mut rngs = Rngs::with_default(0);
-        self.sampler.forward(&mut rngs, &args, &self.x, grid[0], grid[1])
+        let (i, net, x, y) = (&self.interface, self.net.as_ref(), &self.x, &self.y);
+        let missing = || Error::invalid("interface", "one the sampler can integrate", i.name());
+        match &self.sampler {
+            AnySampler::Euler(s) => step(s, Model::new(i.interface(), net), x, y),
+            AnySampler::Heun(s) => step(s, Model::new(i.interface(), net), x, y),
+            AnySampler::EulerMaruyama(s) => step(s, Model::new(i.as_score().ok_or_else(missing)?, net), x, y),
+            AnySampler::EulerJump(s) => step(s, Model::new(i.as_average_velocity().ok_or_else(missing)?, net), x, y),
+        }
     }
 
     /// The whole sampling loop (no gradient).
     pub fn sample(&self) -> Result<Tensor> {
         let _ng = tch::no_grad_guard();
-        let model = Model::new(self.interface.as_ref(), self.net.as_ref());
-        let mut rngs = Rngs::with_default(0);
-        self.sampler.sample(&mut rngs, model, &self.x, None, 1.0, Some(&self.y))
+        self.sampler.sample(&mut Rngs::with_default(0), &self.interface, self.net.as_ref(), &self.x, 1.0, Some(&self.y))
     }
 }
 

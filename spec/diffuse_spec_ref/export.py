@@ -1,13 +1,14 @@
 """Write the project's own fixtures (golden format v1) from every area's ``fixture_cases()``.
 
-    cd spec && python -m diffuse_spec_ref.export --out ../fixtures/v1 [--only SUBSTR] [--reference PATH]
+    cd spec && python -m diffuse_spec_ref.export --out ../fixtures/v1 [--area NAME ...] [--only SUBSTR] [--reference PATH]
 
 Each area owns the case directories it wrote last time; they are listed in
 ``<out>/.manifest.json`` (area -> case names). Before an area is written, the
 directories it owned and no longer produces are removed; every case directory it
 produces is replaced whole. With ``--only SUBSTR`` only cases whose name contains
-SUBSTR are written and nothing is removed. A case directory that no area owns is
-left alone, with a warning.
+SUBSTR are written and nothing is removed. With ``--area NAME`` (repeatable) only those
+areas are computed and written, and only their manifest entries change. A case directory
+that no area owns is left alone, with a warning.
 
 Every case whose computation draws random numbers also gets the raw draws it consumed
 (``draw.<stream>.<counter>.npy`` and the ``draws`` listing of case.json; see ``draws.py``),
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m diffuse_spec_ref.export", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=pathlib.Path, help="fixtures root, e.g. ../fixtures/v1")
     ap.add_argument("--only", default=None, help="write only cases whose name contains this")
+    ap.add_argument("--area", action="append", default=None, help="export only this area (repeatable)")
     ap.add_argument("--reference", default=None, help="path holding diffuse_nnx's interfaces/ and samplers/")
     args = ap.parse_args(argv)
 
@@ -99,16 +101,20 @@ def main(argv=None) -> int:
         raise SystemExit("format v1 wants partitionable threefry and float32 (x64 off)")
 
     swapped = use_reference(args.reference) if args.reference else []
-    from .areas import load_areas
+    from .areas import AREAS, load_areas
     from .case import write_case
     from .draws import add_draws
+
+    unknown = sorted(set(args.area or []) - set(AREAS))
+    if unknown:
+        raise SystemExit(f"unknown area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}")
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     manifest = _load_manifest(out)
     written = {}
     names_seen = {}
-    for area, mod in load_areas().items():
+    for area, mod in load_areas(args.area).items():
         cases = mod.fixture_cases()
         names = [c.name for c in cases]
         for n in names:

@@ -43,11 +43,13 @@ pub enum CaseKind {
     Sampler,
     /// A backbone alone.
     Network,
+    /// A REPA feature detector alone (DINOv2: preprocess and ViT).
+    Encoder,
 }
 
 impl CaseKind {
     /// Every kind, in the order of golden-format.md.
-    pub const ALL: [CaseKind; 7] = [
+    pub const ALL: [CaseKind; 8] = [
         CaseKind::Rng,
         CaseKind::Coefficients,
         CaseKind::Loss,
@@ -55,6 +57,7 @@ impl CaseKind {
         CaseKind::Pred,
         CaseKind::Sampler,
         CaseKind::Network,
+        CaseKind::Encoder,
     ];
 
     /// The kind's name as written in `case.json`.
@@ -67,6 +70,7 @@ impl CaseKind {
             CaseKind::Pred => "pred",
             CaseKind::Sampler => "sampler",
             CaseKind::Network => "network",
+            CaseKind::Encoder => "encoder",
         }
     }
 

@@ -23,7 +23,7 @@ pub struct CaseJson {
 }
 
 /// The kinds of format v1, in the order of golden-format.md.
-pub const KINDS: [&str; 7] = ["rng", "coefficients", "loss", "grad", "pred", "sampler", "network"];
+pub const KINDS: [&str; 8] = ["rng", "coefficients", "loss", "grad", "pred", "sampler", "network", "encoder"];
 
 /// Parses and validates the text of a `case.json` in a directory named `dir_name`: a JSON
 /// object with `format` 1, a string `name` equal to `dir_name`, and a string `kind` among

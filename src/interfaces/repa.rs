@@ -25,9 +25,10 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::{mean_flat, Interface, LossOutput};
+use crate::encoders::FeatureEncoder;
 use crate::error::{Error, Result};
 use crate::networks::weights::check_names_and_shapes;
-use crate::networks::Backbone;
+use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
 
 /// The path prefix of the projector's parameters (`projector.layers.0.kernel`, ...).
@@ -182,8 +183,13 @@ impl Repa {
     }
 
     /// The wrapped interface (sampling goes through it: REPA's `pred` / `score` are its).
-    pub fn interface(&self) -> &dyn Interface {
+    pub fn interface(&self) -> &(dyn Interface + 'static) {
         self.interface.as_ref()
+    }
+
+    /// The wrapped interface's per-step hook ([`Interface::on_step`]).
+    pub fn on_step(&mut self, step: u64) {
+        self.interface.on_step(step);
     }
 
     /// The projector.
@@ -221,15 +227,36 @@ impl Repa {
         mean_flat(&cos.f_neg()?)
     }
 
-    /// The REPA loss on data `x` with target features `x_feature` (`[B, T, feature_dim]`) and
-    /// labels `y`: one call of the wrapped interface's loss, then the alignment loss on its
-    /// features.
-    pub fn loss(&self, net: &dyn Backbone, x: &Tensor, x_feature: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<RepaLossOutput> {
-        let inner = self.interface.loss(net, x, y, rngs)?;
+    /// The REPA loss on data `x` with target features `x_feature` (`[B, T, feature_dim]`, from
+    /// a frozen encoder) and conditioning `cond`: one call of the wrapped interface's loss,
+    /// then the alignment loss on its features.
+    pub fn loss(&self, net: &dyn Backbone, x: &Tensor, x_feature: &Tensor, cond: Cond<'_>, rngs: &mut Rngs) -> Result<RepaLossOutput> {
+        let inner = self.interface.loss(net, x, cond, rngs)?;
         let repa_loss = self.repa_loss(&inner.features, x_feature)?;
         let diffusion_loss = inner.loss.shallow_clone();
         let loss = diffusion_loss.f_add(&repa_loss.f_mul_scalar(self.cfg.repa_loss_weight)?)?;
         Ok(RepaLossOutput { loss, diffusion_loss, repa_loss, inner })
+    }
+
+    /// [`Repa::loss`] with the target features made from `images` (`[B, H, W, 3]`, as the
+    /// detector takes them) by `encoder`, run under `no_grad` (the detector is frozen):
+    /// images -> features -> REPA loss on `x` (the backbone's input, e.g. the images' latents)
+    /// in one call, with conditioning `cond` (labels, extra inputs) as in [`Repa::loss`]. The encoder's `feature_dim` must be the configuration's, and its token
+    /// count the backbone's (checked by [`Repa::repa_loss`]).
+    pub fn loss_from_images(
+        &self,
+        net: &dyn Backbone,
+        x: &Tensor,
+        images: &Tensor,
+        encoder: &dyn FeatureEncoder,
+        cond: Cond<'_>,
+        rngs: &mut Rngs,
+    ) -> Result<RepaLossOutput> {
+        if encoder.feature_dim() != self.cfg.feature_dim {
+            return Err(Error::invalid("encoder", format!("features of width feature_dim = {}", self.cfg.feature_dim), format!("width {}", encoder.feature_dim())));
+        }
+        let x_feature = tch::no_grad(|| encoder.encode(images))?;
+        self.loss(net, x, &x_feature, cond, rngs)
     }
 }
 

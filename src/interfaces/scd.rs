@@ -17,7 +17,7 @@
 //!
 //! with `w = guidance_scale` (classifier-free guidance of the teacher; `w = 1` skips the
 //! unconditional pass) and `V` the teacher's TrigFlow velocity, computed without gradient
-//! and with the teacher in eval mode ([`Teacher::velocity`]). Guiding the velocity equals
+//! and with every teacher forward in eval mode ([`Teacher::velocity`]). Guiding the velocity equals
 //! guiding the teacher's own prediction: every conversion below is affine in the network
 //! output at a fixed state.
 //!
@@ -41,76 +41,47 @@
 //! case.json and its arrays as `buffer.teacher.<path>` (all of them buffers: the teacher
 //! is frozen, so it has no `grad.*`).
 
-use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use serde::{Deserialize, Deserializer};
+use tch::{Kind, Tensor};
 
-use super::sct::{refuse_score, LogVarHead, Sct, SctConfig};
+use super::sct::{LogVarHead, Sct, SctConfig};
 use super::trigflow;
-use super::{Edm, Interface, LossOutput, MeanFlow, SiT, TimeDist, NULL_LABEL};
+use super::{flat_settings, Edm, Interface, LossOutput, MeanFlow, Preconditioning, SiT, Time, NULL_LABEL};
 use crate::error::{Error, Result};
-use crate::jvp::JvpBackend;
-use crate::networks::{Backbone, Cond};
+use crate::networks::{Backbone, Cond, Pass};
 use crate::rng::Rngs;
+use crate::validate::Validation;
 
 /// Settings of [`Scd`]: those of [`SctConfig`] (same names and defaults) plus the reference's
-/// `guidance_scale` (default 1, no guidance).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `guidance_scale` (default 1, no guidance), read from one flat object.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScdConfig {
-    /// Distribution of the EDM noise level `sigma` (default `lognormal`).
-    pub train_time_dist_type: TimeDist,
-    /// `P_mean` (default -1.0).
-    pub t_mu: f64,
-    /// `P_std` (default 1.4).
-    pub t_sigma: f64,
-    /// Noise mean; only 0.
-    pub n_mu: f64,
-    /// Noise standard deviation; only 1.
-    pub n_sigma: f64,
-    /// `sigma_d` (default 0.5).
-    pub x_sigma: f64,
+    /// The sCT settings (the student's).
+    pub sct: SctConfig,
     /// The teacher's classifier-free guidance scale `w` (default 1).
     pub guidance_scale: f64,
-    /// `H` of the tangent warm-up (default 10000; 0 disables it).
-    pub tangent_warmup_steps: u64,
-    /// `c` of the tangent normalization (default 0.1).
-    pub tangent_norm_const: f64,
-    /// JVP implementation.
-    pub jvp: JvpBackend,
 }
 
 impl Default for ScdConfig {
     fn default() -> Self {
-        let s = SctConfig::default();
-        ScdConfig {
-            train_time_dist_type: s.train_time_dist_type,
-            t_mu: s.t_mu,
-            t_sigma: s.t_sigma,
-            n_mu: s.n_mu,
-            n_sigma: s.n_sigma,
-            x_sigma: s.x_sigma,
-            guidance_scale: 1.0,
-            tangent_warmup_steps: s.tangent_warmup_steps,
-            tangent_norm_const: s.tangent_norm_const,
-            jvp: s.jvp,
-        }
+        ScdConfig { sct: SctConfig::default(), guidance_scale: 1.0 }
+    }
+}
+
+impl<'de> Deserialize<'de> for ScdConfig {
+    /// From one flat object: sCT's keys and `guidance_scale`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        flat_settings(d, ScdConfig::default(), |c, f| {
+            c.sct.read(f)?;
+            f.take("guidance_scale", &mut c.guidance_scale)
+        })
     }
 }
 
 impl ScdConfig {
     /// The sCT part of the settings.
     pub fn sct(&self) -> SctConfig {
-        SctConfig {
-            train_time_dist_type: self.train_time_dist_type,
-            t_mu: self.t_mu,
-            t_sigma: self.t_sigma,
-            n_mu: self.n_mu,
-            n_sigma: self.n_sigma,
-            x_sigma: self.x_sigma,
-            tangent_warmup_steps: self.tangent_warmup_steps,
-            tangent_norm_const: self.tangent_norm_const,
-            jvp: self.jvp,
-        }
+        self.sct.clone()
     }
 }
 
@@ -131,10 +102,11 @@ pub enum TeacherConvention {
     },
 }
 
-/// A frozen teacher: a convention and its network (kept in eval mode).
+/// A frozen teacher: a convention and its network (every forward in eval mode).
 pub struct Teacher {
     convention: TeacherConvention,
     net: Box<dyn Backbone>,
+    validation: Validation,
 }
 
 impl std::fmt::Debug for Teacher {
@@ -154,21 +126,19 @@ fn zero_mean(name: &str, n_mu: f64) -> Result<()> {
 }
 
 impl Teacher {
-    /// Checks the convention (centred noise; a positive TrigFlow `sigma_d`) and switches the
-    /// network to eval mode.
+    /// Checks the convention (centred noise; a positive TrigFlow `sigma_d`).
     pub fn new(convention: TeacherConvention, net: Box<dyn Backbone>) -> Result<Teacher> {
         match &convention {
-            TeacherConvention::SiT(s) => zero_mean("SiT", s.config().n_mu)?,
-            TeacherConvention::MeanFlow(m) => zero_mean("MeanFlow", m.config().n_mu)?,
-            TeacherConvention::Edm(e) => zero_mean("EDM", e.config().n_mu)?,
+            TeacherConvention::SiT(s) => zero_mean("SiT", s.config().base.n_mu)?,
+            TeacherConvention::MeanFlow(m) => zero_mean("MeanFlow", m.config().base.n_mu)?,
+            TeacherConvention::Edm(e) => zero_mean("EDM", e.config().base.n_mu)?,
             TeacherConvention::TrigFlow { sigma_d } => {
                 if !(sigma_d.is_finite() && *sigma_d > 0.0) {
                     return Err(Error::invalid("sigma_d", "a finite value > 0", sigma_d));
                 }
             }
         }
-        net.set_train(false);
-        Ok(Teacher { convention, net })
+        Ok(Teacher { convention, net, validation: Validation::Full })
     }
 
     /// The convention.
@@ -181,40 +151,46 @@ impl Teacher {
         self.net.as_ref()
     }
 
+    /// How much the teacher's network checks its inputs (an [`Scd`] sets its student's level).
+    pub fn with_validation(self, validation: Validation) -> Teacher {
+        Teacher { validation, ..self }
+    }
+
     /// The teacher's TrigFlow velocity `dx_t/dt` at the student's `(x_t, t)` for a student
     /// with `sigma_d`, labels `y` (`None`: the null class); no gradient (formulas in the
     /// module docs, derived in `trigflow.rs` from Lu & Song 2024, §3).
     pub fn velocity(&self, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>, sigma_d: f64) -> Result<Tensor> {
         let _ng = tch::no_grad_guard();
         let net = self.net.as_ref();
+        let cond = Cond::labels(y);
         let v = match &self.convention {
             TeacherConvention::SiT(s) => {
-                let ns = s.config().n_sigma;
+                let ns = s.config().base.n_sigma;
                 let (x_s, ss) = trigflow::to_sit(x_t, t, sigma_d, ns)?;
-                let v = net.forward(&x_s, &ss, Cond::labels(y), None)?.out;
+                let v = net.call(&x_s, &ss, cond, Pass::eval().with_validation(self.validation))?.out;
                 trigflow::velocity_from_sit(&x_s, &ss, &v, t, sigma_d, ns)?
             }
             TeacherConvention::MeanFlow(m) => {
-                let ns = m.config().n_sigma;
+                let ns = m.config().base.n_sigma;
                 let (x_s, ss) = trigflow::to_sit(x_t, t, sigma_d, ns)?;
                 let dt = ss.f_zeros_like()?;
-                let v = net.forward(&x_s, &ss, Cond { y, dt: Some(&dt), gw: None }, None)?.out;
+                let v = net.call(&x_s, &ss, cond.with_dt(Some(&dt)), Pass::eval().with_validation(self.validation))?.out;
                 trigflow::velocity_from_sit(&x_s, &ss, &v, t, sigma_d, ns)?
             }
             TeacherConvention::Edm(e) => {
-                let ns = e.config().n_sigma;
+                let ns = e.config().base.n_sigma;
                 let (x_e, sigma) = trigflow::to_edm(x_t, t, sigma_d, ns)?;
-                let (d, _) = e.denoise(net, &x_e, &sigma, y, None)?;
+                let (d, _) = e.denoise(net, &x_e, &sigma, cond, Pass::eval().with_validation(self.validation))?;
                 trigflow::velocity_from_edm(&x_e, &sigma, &d, t, sigma_d, ns)?
             }
             TeacherConvention::TrigFlow { sigma_d: sd_t } => {
                 let sd_t = *sd_t;
                 if sd_t == sigma_d {
-                    net.forward(&x_t.f_div_scalar(sigma_d)?, t, Cond::labels(y), None)?.out.f_mul_scalar(sigma_d)?
+                    net.call(&x_t.f_div_scalar(sigma_d)?, t, cond, Pass::eval().with_validation(self.validation))?.out.f_mul_scalar(sigma_d)?
                 } else {
                     let (x_e, sigma) = trigflow::to_edm(x_t, t, sigma_d, 1.0)?;
                     let (x_tt, tt) = trigflow::from_edm(&x_e, &sigma, sd_t, 1.0)?;
-                    let vt = net.forward(&x_tt.f_div_scalar(sd_t)?, &tt, Cond::labels(y), None)?.out.f_mul_scalar(sd_t)?;
+                    let vt = net.call(&x_tt.f_div_scalar(sd_t)?, &tt, cond, Pass::eval().with_validation(self.validation))?.out.f_mul_scalar(sd_t)?;
                     let (x_hat, z_hat) = trigflow::split(&x_tt, &tt, &vt)?;
                     trigflow::velocity_from_estimates(&x_hat, &z_hat.f_div_scalar(sd_t)?, t, sigma_d)?
                 }
@@ -255,7 +231,8 @@ impl Scd {
         if !cfg.guidance_scale.is_finite() {
             return Err(Error::invalid("guidance_scale", "a finite value", cfg.guidance_scale));
         }
-        Ok(Scd { core: Sct::new(cfg.sct(), head)?, teacher, guidance_scale: cfg.guidance_scale })
+        let teacher = teacher.with_validation(cfg.sct.base.validation);
+        Ok(Scd { core: Sct::new(cfg.sct, head)?, teacher, guidance_scale: cfg.guidance_scale })
     }
 
     /// The sCT core (settings, head, step, consistency function; for sampling).
@@ -278,25 +255,23 @@ impl Scd {
         self.core.step()
     }
 
-    /// Sets the training step (the caller advances it once per optimizer step).
+    /// Sets the training step (the caller advances it once per optimizer step, or lets
+    /// [`Interface::on_step`] do it).
     pub fn set_step(&mut self, step: u64) {
         self.core.set_step(step);
     }
 
     /// The sCD loss at an explicit `step`: sCT's with the guided teacher velocity as tangent
     /// input (Algorithm 1, distillation branch).
-    pub fn loss_at(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs, step: u64) -> Result<LossOutput> {
-        let sd = self.core.config().x_sigma;
+    pub fn loss_at(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs, step: u64) -> Result<LossOutput> {
+        let sd = self.core.config().base.x_sigma;
         let w = self.guidance_scale;
         let tangent = |_x: &Tensor, _z: &Tensor, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>| self.teacher.guided_velocity(x_t, t, y, sd, w);
-        self.core.scm_loss(net, x, y, rngs, step, Some(&tangent))
+        self.core.scm_loss(net, x, cond, rngs, step, Some(&tangent))
     }
 }
 
-impl Interface for Scd {
-    fn name(&self) -> &'static str {
-        "scd"
-    }
+impl Preconditioning for Scd {
     fn c_in(&self, t: &Tensor) -> Result<Tensor> {
         self.core.c_in(t)
     }
@@ -309,32 +284,25 @@ impl Interface for Scd {
     fn c_noise(&self, t: &Tensor) -> Result<Tensor> {
         self.core.c_noise(t)
     }
-    fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        self.core.sample_t(batch, rngs, device)
-    }
-    fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        self.core.sample_n(shape, rngs, device)
-    }
-    fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        self.core.sample_x_t(x, n, t)
-    }
-    /// sCT's conditional velocity (the teacher's replaces it inside the loss).
-    fn target(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        self.core.target(x, n, t)
+}
+
+impl Interface for Scd {
+    fn name(&self) -> &'static str {
+        "scd"
     }
     /// The student's consistency function `f(x_t, t)` (as sCT's).
-    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        self.core.pred(net, x_t, t, r, y)
+    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        self.core.pred(net, x_t, t, cond)
     }
-    /// Refused, as the reference raises `ValueError`.
-    fn score(&self, _net: &dyn Backbone, _x_t: &Tensor, _t: &Tensor, _r: Option<&Tensor>, _y: Option<&Tensor>) -> Result<Tensor> {
-        Err(refuse_score("sCD"))
-    }
-    /// The sCD loss at the interface's current step ([`Scd::set_step`]).
-    fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput> {
-        self.loss_at(net, x, y, rngs, self.core.step())
+    /// The sCD loss at the interface's current step.
+    fn loss(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs) -> Result<LossOutput> {
+        self.loss_at(net, x, cond, rngs, self.core.step())
     }
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.core.parameters()
+    }
+    /// Sets the step of the tangent warm-up ([`Scd::set_step`]).
+    fn on_step(&mut self, step: u64) {
+        self.core.set_step(step);
     }
 }

@@ -14,7 +14,8 @@
 //! ## Loss (per example), in order of evaluation
 //!
 //! With `sigma_d = x_sigma`, `c = tangent_norm_const`, `H = tangent_warmup_steps`, `D` the
-//! number of values per example, and `step` the caller's training step ([`Sct::set_step`]):
+//! number of values per example, and `step` the caller's training step (the training loop's
+//! [`Interface::on_step`], or [`Sct::set_step`]):
 //!
 //! 1. `sigma = sample_t` of EDM from the `time` stream (`lognormal`: `exp(N t_sigma + t_mu)`,
 //!    the paper's `e^tau, tau ~ N(P_mean, P_std^2)`), `t = arctan(sigma / sigma_d)`
@@ -52,8 +53,9 @@
 //! ## Prediction and sampling
 //!
 //! `pred(x_t, t) = f(x_t, t) = cos(t) x_t - sin(t) sigma_d F(x_t / sigma_d, t)`, the
-//! consistency function (§3; the reference's docstring "x = D"); `f(x, 0) = x`. `score` is
-//! refused ([`Error::Unsupported`]), as the reference raises. Sampling:
+//! consistency function (§3; the reference's docstring "x = D"); `f(x, 0) = x`, the network in
+//! eval mode. sCT has no score (it implements no [`super::Score`], so Euler-Maruyama cannot be
+//! given one), as the reference raises. Sampling:
 //! [`sample_one_step`] and [`sample_multistep`] (free functions beside the interface: the
 //! `Sampler` trait is the reference's ODE/SDE loop, which consistency sampling does not follow).
 //! Coefficients: `c_in = 1 / sigma_d`, `c_skip = cos(t)`, `c_out = -sigma_d sin(t)`,
@@ -61,15 +63,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tch::{Device, Kind, Tensor};
 
 use super::trigflow;
-use super::{bcast_right, check_data, check_time, sum_flat_as, Interface, LossOutput, TimeDist, sample_noise};
+use super::{bcast_right, flat_settings, sum_flat_as, BaseConfig, Fields, Interface, LossOutput, Preconditioning, Time};
 use crate::error::{Error, Result};
-use crate::jvp::{jvp, JvpBackend};
-use crate::networks::{Backbone, Cond};
+use crate::jvp::{network_jvp, JvpBackend, NetTangents};
+use crate::networks::{Backbone, Cond, Pass};
 use crate::rng::Rngs;
+use crate::validate::{self, Checks, Validation};
 
 /// `pi / 2` rounded to float32 (`1.5707964`), the largest TrigFlow time accepted: a float32
 /// time of "pi / 2" is this value, slightly above the real number.
@@ -87,21 +90,13 @@ pub fn default_t_max(sigma_d: f64) -> f64 {
 
 /// Settings of [`Sct`]: the reference's names (those of its `EDMInterface`) with the paper's
 /// defaults (Lu & Song 2024, §4 and appendix, CIFAR-10 sCT), plus the sCM settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SctConfig {
-    /// Distribution of the EDM noise level `sigma` (default `lognormal`, the paper's proposal).
-    pub train_time_dist_type: TimeDist,
-    /// `P_mean`, the mean of `log sigma` (default -1.0).
-    pub t_mu: f64,
-    /// `P_std`, the standard deviation of `log sigma` (default 1.4).
-    pub t_sigma: f64,
-    /// Noise mean; TrigFlow's noise is centred, so only 0 is accepted.
-    pub n_mu: f64,
-    /// Noise standard deviation of `n` (`z = sigma_d n`); only 1 is accepted.
-    pub n_sigma: f64,
-    /// `sigma_d`, the data standard deviation (default 0.5).
-    pub x_sigma: f64,
+    /// The base settings, with the paper's defaults ([`BaseConfig::sct`]): the distribution of
+    /// the EDM noise level `sigma` (`lognormal`, the paper's proposal), `t_mu` = `P_mean`
+    /// (-1.0), `t_sigma` = `P_std` (1.4), `x_sigma` = `sigma_d` (0.5); TrigFlow's noise is
+    /// `z = sigma_d n`, so only `n_mu = 0`, `n_sigma = 1` are accepted.
+    pub base: BaseConfig,
     /// `H`, the tangent warm-up length in steps: `r = min(1, step / H)`; 0 disables the
     /// warm-up (`r = 1`). Default 10000.
     pub tangent_warmup_steps: u64,
@@ -113,33 +108,38 @@ pub struct SctConfig {
 
 impl Default for SctConfig {
     fn default() -> Self {
-        SctConfig {
-            train_time_dist_type: TimeDist::LogNormal,
-            t_mu: -1.0,
-            t_sigma: 1.4,
-            n_mu: 0.0,
-            n_sigma: 1.0,
-            x_sigma: 0.5,
-            tangent_warmup_steps: 10_000,
-            tangent_norm_const: 0.1,
-            jvp: JvpBackend::DoubleBackward,
-        }
+        SctConfig { base: BaseConfig::sct(), tangent_warmup_steps: 10_000, tangent_norm_const: 0.1, jvp: JvpBackend::DoubleBackward }
+    }
+}
+
+impl<'de> Deserialize<'de> for SctConfig {
+    /// From one flat object: the base keys and the sCM settings.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        flat_settings(d, SctConfig::default(), |c, f| c.read(f))
     }
 }
 
 impl SctConfig {
+    pub(super) fn read(&mut self, f: &mut Fields) -> std::result::Result<(), String> {
+        self.base.read(f)?;
+        f.take("tangent_warmup_steps", &mut self.tangent_warmup_steps)?;
+        f.take("tangent_norm_const", &mut self.tangent_norm_const)?;
+        f.take("jvp", &mut self.jvp)
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
-        for (name, v) in [("t_sigma", self.t_sigma), ("x_sigma", self.x_sigma)] {
+        let b = &self.base;
+        for (name, v) in [("t_sigma", b.t_sigma), ("x_sigma", b.x_sigma)] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(Error::invalid(name, "a finite value > 0", v));
             }
         }
-        if !self.t_mu.is_finite() {
-            return Err(Error::invalid("t_mu", "a finite value", self.t_mu));
+        if !b.t_mu.is_finite() {
+            return Err(Error::invalid("t_mu", "a finite value", b.t_mu));
         }
-        if self.n_mu != 0.0 || self.n_sigma != 1.0 {
+        if b.n_mu != 0.0 || b.n_sigma != 1.0 {
             return Err(Error::Unsupported {
-                what: format!("n_mu = {}, n_sigma = {} for a TrigFlow interface", self.n_mu, self.n_sigma),
+                what: format!("n_mu = {}, n_sigma = {} for a TrigFlow interface", b.n_mu, b.n_sigma),
                 why: "TrigFlow's noise is z = sigma_d n with n ~ N(0, 1); scale the noise through x_sigma".into(),
             });
         }
@@ -262,7 +262,8 @@ impl Sct {
         &self.head
     }
 
-    /// The training step used by [`Interface::loss`] for the tangent warm-up.
+    /// The training step used by [`Interface::loss`] for the tangent warm-up (set by
+    /// [`Interface::on_step`] or [`Sct::set_step`]).
     pub fn step(&self) -> u64 {
         self.step
     }
@@ -284,18 +285,47 @@ impl Sct {
     }
 
     fn sigma_d(&self) -> f64 {
-        self.cfg.x_sigma
+        self.cfg.base.x_sigma
     }
 
-    /// The network output `F(x_t / sigma_d, c_noise(t))` (Lu & Song 2024, §3).
-    pub fn network_output(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
-        Ok(net.forward(&x_t.f_div_scalar(self.sigma_d())?, t, Cond::labels(y), None)?.out)
+    fn level(&self) -> Validation {
+        self.cfg.base.validation
+    }
+
+    /// `t = arctan(sigma / sigma_d)` with `sigma` drawn as EDM draws it (Algorithm 1;
+    /// reference `sample_t`).
+    pub fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+        let sigma = self.cfg.base.sample_t(batch, rngs, device)?;
+        trigflow::time_from_sigma(&sigma, self.sigma_d())
+    }
+
+    /// Draws noise of `shape` from the `noise` stream (reference `sample_n`).
+    pub fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+        self.cfg.base.sample_n(shape, rngs, device)
+    }
+
+    /// `x_t = cos(t) x + sin(t) sigma_d n` (Lu & Song 2024, §3).
+    pub fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
+        trigflow::state(x, &n.f_mul_scalar(self.sigma_d())?, t)
+    }
+
+    /// The conditional velocity `dx_t/dt = cos(t) sigma_d n - sin(t) x` that sCT feeds the
+    /// JVP (Algorithm 1, consistency training); the regression target of `F` needs the
+    /// network (see [`Sct::loss_at`]).
+    pub fn target(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
+        trigflow::velocity(x, &n.f_mul_scalar(self.sigma_d())?, t)
+    }
+
+    /// The network output `F(x_t / sigma_d, c_noise(t))` (Lu & Song 2024, §3), in eval mode.
+    pub fn network_output(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, cond: Cond<'_>) -> Result<Tensor> {
+        Ok(net.call(&x_t.f_div_scalar(self.sigma_d())?, t, cond, Pass::eval().with_validation(self.level()))?.out)
     }
 
     /// The consistency function `f(x_t, t) = cos(t) x_t - sin(t) sigma_d F(x_t / sigma_d, t)`
-    /// (Lu & Song 2024, §3), for float32 or float64 inputs, without input checks beyond shapes.
-    pub fn consistency(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
-        let f = self.network_output(net, x_t, t, y)?;
+    /// (Lu & Song 2024, §3), for float32 or float64 inputs, without input checks beyond
+    /// shapes; the network in eval mode.
+    pub fn consistency(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, cond: Cond<'_>) -> Result<Tensor> {
+        let f = self.network_output(net, x_t, t, cond)?;
         trigflow::consistency(x_t, t, &f, self.sigma_d())
     }
 
@@ -323,31 +353,28 @@ impl Sct {
     /// `(F, J, features)`: the network output `F(x_t / sigma_d, t)` with its graph and
     /// `J = sigma_d cos(t) sin(t) dF/dt` along `dx_t/dt`, from one JVP with tangents
     /// `(cos(t) sin(t) dx_t/dt, cos(t) sin(t) sigma_d)` at `(x_t / sigma_d, t)` (Lu & Song 2024,
-    /// §4.2 "JVP rearrangement"; Algorithm 1). `J` is detached.
-    pub fn network_jvp(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, dxdt: &Tensor, y: Option<&Tensor>, mut rngs: Option<&mut Rngs>) -> Result<(Tensor, Tensor, Vec<Tensor>)> {
+    /// §4.2 "JVP rearrangement"; Algorithm 1), the network run with `pass`. `J` is detached.
+    pub fn network_jvp(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, dxdt: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<(Tensor, Tensor, Vec<Tensor>)> {
         let sd = self.sigma_d();
         let cs = t.f_cos()?.f_mul(&t.f_sin()?)?;
         let tan_x = bcast_right(&cs, x_t.dim())?.f_mul(dxdt)?;
         let tan_t = cs.f_mul_scalar(sd)?;
-        let mut features = Vec::new();
-        let mut f = |p: &[Tensor]| -> Result<Tensor> {
-            let o = net.forward(&p[0], &p[1], Cond::labels(y), rngs.as_deref_mut())?;
-            features = o.features;
-            Ok(o.out)
-        };
         let x_in = x_t.f_div_scalar(sd)?;
-        let (big_f, j) = jvp(self.cfg.jvp, &mut f, &[x_in, t.shallow_clone()], &[Some(tan_x), Some(tan_t)])?;
-        Ok((big_f, j, features))
+        let (o, j) = network_jvp(self.cfg.jvp, net, &x_in, t, cond, NetTangents { x: &tan_x, t: &tan_t, dt: None }, pass)?;
+        Ok((o.out, j, o.features))
     }
 
-    /// The loss at an explicit training `step` (see the module docs for the steps).
-    pub fn loss_at(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs, step: u64) -> Result<LossOutput> {
-        self.scm_loss(net, x, y, rngs, step, None)
+    /// The loss at an explicit training `step` (see the module docs for the steps); the
+    /// network in train mode.
+    pub fn loss_at(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs, step: u64) -> Result<LossOutput> {
+        self.scm_loss(net, x, cond, rngs, step, None)
     }
 
     /// The shared sCT / sCD loss; `tangent` gives `dx_t/dt` (sCD's teacher), `None` = sCT's.
-    pub(super) fn scm_loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs, step: u64, tangent: Option<TangentFn<'_>>) -> Result<LossOutput> {
-        let b = check_data(x, y)?;
+    pub(super) fn scm_loss(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs, step: u64, tangent: Option<TangentFn<'_>>) -> Result<LossOutput> {
+        let mut c = Checks::new(self.level());
+        let b = validate::data(&mut c, x, cond.y)?;
+        c.finish()?;
         let device = x.device();
         let t = self.sample_t(b, rngs, device)?;
         let n = self.sample_n(&x.size(), rngs, device)?;
@@ -357,10 +384,11 @@ impl Sct {
             None => trigflow::velocity(x, &z, &t)?,
             Some(f) => {
                 let _ng = tch::no_grad_guard();
-                f(x, &z, &x_t, &t, y)?.f_detach()?
+                f(x, &z, &x_t, &t, cond.y)?.f_detach()?
             }
         };
-        let (big_f, jvp_out, features) = self.network_jvp(net, &x_t, &t, &dxdt, y, Some(rngs))?;
+        let pass = Pass::train(rngs).with_validation(self.level());
+        let (big_f, jvp_out, features) = self.network_jvp(net, &x_t, &t, &dxdt, cond, pass)?;
         let f_sg = big_f.f_detach()?;
         let r = self.warmup_ratio(step);
         let g = self.normalize(&self.tangent(&f_sg, &jvp_out, &x_t, &dxdt, &t, r)?)?.f_detach()?;
@@ -373,26 +401,17 @@ impl Sct {
         Ok(LossOutput { loss, t, r: None, n, x_t, target, net_out: big_f, features })
     }
 
-    pub(super) fn check_pred(&self, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<()> {
-        if r.is_some() {
-            return Err(Error::invalid("r", "none (a consistency model has no interval start)", "a tensor"));
-        }
-        let b = check_data(x_t, y)?;
-        check_time(t, b, 0.0, T_MAX, true, "TrigFlow time in [0, pi/2]")
+    /// The checked inputs of `pred`: the times as a `[B]` tensor in `[0, pi/2]`.
+    pub(super) fn checked(&self, x_t: &Tensor, t: Time<'_>, cond: &Cond<'_>) -> Result<Tensor> {
+        let mut c = Checks::new(self.level());
+        let b = validate::data(&mut c, x_t, cond.y)?;
+        let t = validate::time(&mut c, "t", t, b, x_t, 0.0, T_MAX, true, "TrigFlow time in [0, pi/2]")?;
+        c.finish()?;
+        Ok(t)
     }
 }
 
-pub(super) fn refuse_score(name: &str) -> Error {
-    Error::Unsupported {
-        what: format!("score of the {name} interface"),
-        why: "a consistency model predicts a clean sample, not a score; the reference raises ValueError too".into(),
-    }
-}
-
-impl Interface for Sct {
-    fn name(&self) -> &'static str {
-        "sct"
-    }
+impl Preconditioning for Sct {
     /// `c_in = 1 / sigma_d` (Lu & Song 2024, §3).
     fn c_in(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.f_ones_like()?.f_div_scalar(self.sigma_d())?)
@@ -409,38 +428,27 @@ impl Interface for Sct {
     fn c_noise(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.shallow_clone())
     }
-    /// `t = arctan(sigma / sigma_d)` with `sigma` drawn as EDM draws it (Algorithm 1).
-    fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        let sigma = self.cfg.train_time_dist_type.sample(batch, self.cfg.t_mu, self.cfg.t_sigma, rngs, device)?;
-        trigflow::time_from_sigma(&sigma, self.sigma_d())
-    }
-    fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
-    }
-    /// `x_t = cos(t) x + sin(t) sigma_d n` (Lu & Song 2024, §3).
-    fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        trigflow::state(x, &n.f_mul_scalar(self.sigma_d())?, t)
-    }
-    /// The conditional velocity `dx_t/dt = cos(t) sigma_d n - sin(t) x` that sCT feeds the
-    /// JVP (Algorithm 1, consistency training); the regression target of `F` needs the network (see `loss`).
-    fn target(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        trigflow::velocity(x, &n.f_mul_scalar(self.sigma_d())?, t)
+}
+
+impl Interface for Sct {
+    fn name(&self) -> &'static str {
+        "sct"
     }
     /// The consistency function `f(x_t, t)` (Lu & Song 2024, §3), `t` in `[0, pi/2]`.
-    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        self.check_pred(x_t, t, r, y)?;
-        self.consistency(net, x_t, t, y)
+    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        let t = self.checked(x_t, t, &cond)?;
+        self.consistency(net, x_t, &t, cond)
     }
-    /// Refused: a consistency model has no score (the reference raises `ValueError`).
-    fn score(&self, _net: &dyn Backbone, _x_t: &Tensor, _t: &Tensor, _r: Option<&Tensor>, _y: Option<&Tensor>) -> Result<Tensor> {
-        Err(refuse_score("sCT"))
-    }
-    /// The sCT loss at the interface's current step ([`Sct::set_step`]); see the module docs.
-    fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput> {
-        self.loss_at(net, x, y, rngs, self.step)
+    /// The sCT loss at the interface's current step; see the module docs.
+    fn loss(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs) -> Result<LossOutput> {
+        self.loss_at(net, x, cond, rngs, self.step)
     }
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.head.parameters()
+    }
+    /// Sets the step of the tangent warm-up ([`Sct::set_step`]).
+    fn on_step(&mut self, step: u64) {
+        self.step = step;
     }
 }
 
@@ -464,7 +472,9 @@ pub fn sample_one_step(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Optio
 ///
 /// A free function for the reason given at [`sample_one_step`].
 pub fn sample_multistep(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Option<&Tensor>, times: &[f64], mut rngs: Option<&mut Rngs>) -> Result<Tensor> {
-    let b = check_data(noise, y)?;
+    let mut c = Checks::new(iface.level());
+    let b = validate::data(&mut c, noise, y)?;
+    c.finish()?;
     if times.is_empty() {
         return Err(Error::invalid("times", "at least one sampling time", "none"));
     }
@@ -479,10 +489,10 @@ pub fn sample_multistep(iface: &Sct, net: &dyn Backbone, noise: &Tensor, y: Opti
     if times.len() > 1 && rngs.is_none() {
         return Err(Error::invalid("rngs", "random streams (with `default`) for the noise of multistep sampling", "none"));
     }
-    let sd = iface.config().x_sigma;
+    let sd = iface.config().base.x_sigma;
     let device = noise.device();
     let _ng = tch::no_grad_guard();
-    let f = |x: &Tensor, ti: f64| iface.consistency(net, x, &Tensor::f_full([b], ti, (noise.kind(), device))?, y);
+    let f = |x: &Tensor, ti: f64| iface.consistency(net, x, &Tensor::f_full([b], ti, (noise.kind(), device))?, Cond::labels(y));
     let mut x0 = f(&noise.f_mul_scalar(sd)?, times[0])?;
     for &tn in &times[1..] {
         // `rngs` is present: checked above for more than one time.

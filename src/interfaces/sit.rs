@@ -6,53 +6,46 @@
 //! - `c_in = 1, c_out = 1, c_skip = 0, c_noise = t`;
 //! - loss(x): `t = sample_t([B])`, then the resolution shift
 //!   `t = t_shift(t, sqrt(prod(x.shape[1:]) / t_shift_base))`, `n = sample_n(x.shape)`,
-//!   `out = net(x_t, t, y)[0]`, `loss = mean_flat((out - (n - x))^2)`;
-//! - `pred(x_t, t) = net(x_t, t)[0]`, `score = -(x_t + (1 - t) pred) / t`.
+//!   `out = net(x_t, t, y)[0]` (train mode), `loss = mean_flat((out - (n - x))^2)`;
+//! - `pred(x_t, t) = net(x_t, t)[0]` (eval mode), `score = -(x_t + (1 - t) pred) / t`.
 //!
 //! Draw order: `time` stream, then `noise`, then the network's own draws.
 //! `lognormal` times are refused, as by the reference. Times outside `[0, 1]` are refused.
 //! Quirk Q12: the score divides by `t`; at `t = 0` it returns the reference's infinities
 //! (a documented result, checked by the fixture `pred_sit_t0_q12`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tch::{Device, Tensor};
 
-use super::{bcast_right, check_data, check_time, mean_flat, t_shift, Interface, LossOutput, TimeDist, sample_noise, linear_path};
+use super::{bcast_right, flat_settings, linear_path, mean_flat, t_shift, BaseConfig, Interface, LossOutput, Preconditioning, Score, Time, TimeDist};
 use crate::error::{Error, Result};
-use crate::networks::{Backbone, Cond};
+use crate::networks::{Backbone, Cond, Pass};
 use crate::rng::Rngs;
+use crate::validate::{self, Checks, Validation};
 
 /// Settings of [`SiT`], with the reference's names and defaults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiTConfig {
-    /// `uniform` or `logitnormal` (`lognormal` is refused).
-    pub train_time_dist_type: TimeDist,
-    /// Mean of the normal behind logit-normal times.
-    pub t_mu: f64,
-    /// Standard deviation of the normal behind logit-normal times.
-    pub t_sigma: f64,
-    /// Noise mean.
-    pub n_mu: f64,
-    /// Noise standard deviation.
-    pub n_sigma: f64,
-    /// Data standard deviation (unused by SiT's math; kept as the reference's base setting).
-    pub x_sigma: f64,
+    /// The base settings (`train_time_dist_type`: `uniform` or `logitnormal`, `lognormal` is
+    /// refused; `t_mu`, `t_sigma`, `n_mu`, `n_sigma`; `x_sigma`, unused by SiT's math).
+    pub base: BaseConfig,
     /// The resolution (number of values per example) at which the time shift is 1.
     pub t_shift_base: f64,
 }
 
 impl Default for SiTConfig {
     fn default() -> Self {
-        SiTConfig {
-            train_time_dist_type: TimeDist::Uniform,
-            t_mu: 0.0,
-            t_sigma: 1.0,
-            n_mu: 0.0,
-            n_sigma: 1.0,
-            x_sigma: 0.5,
-            t_shift_base: 4096.0,
-        }
+        SiTConfig { base: BaseConfig::default(), t_shift_base: 4096.0 }
+    }
+}
+
+impl<'de> Deserialize<'de> for SiTConfig {
+    /// From one flat object: the base keys and `t_shift_base`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        flat_settings(d, SiTConfig::default(), |c, f| {
+            c.base.read(f)?;
+            f.take("t_shift_base", &mut c.t_shift_base)
+        })
     }
 }
 
@@ -62,31 +55,20 @@ pub struct SiT {
     cfg: SiTConfig,
 }
 
-pub(super) fn check_common(t_sigma: f64, n_sigma: f64, x_sigma: f64, others: &[(&str, f64)]) -> Result<()> {
-    for (name, v) in [("t_sigma", t_sigma), ("n_sigma", n_sigma), ("x_sigma", x_sigma)] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(Error::invalid(name, "a finite value > 0", v));
-        }
-    }
-    for &(name, v) in others {
-        if !v.is_finite() {
-            return Err(Error::invalid(name, "a finite value", v));
-        }
-    }
-    Ok(())
-}
+/// SiT's time domain.
+const WHY: &str = "SiT's path runs from data at t = 0 to noise at t = 1";
 
 impl SiT {
     /// Validates the settings: `lognormal` is refused (as by the reference), sigmas must be
     /// positive and finite, `t_shift_base` positive.
     pub fn new(cfg: SiTConfig) -> Result<SiT> {
-        if cfg.train_time_dist_type == TimeDist::LogNormal {
+        if cfg.base.train_time_dist_type == TimeDist::LogNormal {
             return Err(Error::Unsupported {
                 what: "SiT with train_time_dist_type = lognormal".into(),
                 why: "lognormal times are not confined to [0, 1]; the reference refuses them too".into(),
             });
         }
-        check_common(cfg.t_sigma, cfg.n_sigma, cfg.x_sigma, &[("t_mu", cfg.t_mu), ("n_mu", cfg.n_mu)])?;
+        cfg.base.validate(&[])?;
         if !(cfg.t_shift_base.is_finite() && cfg.t_shift_base > 0.0) {
             return Err(Error::invalid("t_shift_base", "a finite value > 0", cfg.t_shift_base));
         }
@@ -98,18 +80,55 @@ impl SiT {
         &self.cfg
     }
 
+    fn level(&self) -> Validation {
+        self.cfg.base.validation
+    }
+
     /// The resolution shift for data of `shape` (`[B, ...]`): `sqrt(prod(shape[1:]) / t_shift_base)`.
     pub fn shift_for(&self, shape: &[i64]) -> f64 {
         // In f64, so that no shape can overflow (exact below 2^53, as every real shape is).
         let d: f64 = shape.iter().skip(1).map(|&d| d as f64).product();
         (d / self.cfg.t_shift_base).sqrt()
     }
+
+    /// Draws `[batch]` training times from the `time` stream (reference `sample_t`; no shift).
+    pub fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+        self.cfg.base.sample_t(batch, rngs, device)
+    }
+
+    /// Draws noise of `shape` from the `noise` stream: `N * n_sigma + n_mu` (reference `sample_n`).
+    pub fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
+        self.cfg.base.sample_n(shape, rngs, device)
+    }
+
+    /// The noisy state `x_t = (1 - t) x + t n` (`t` `[B]`, broadcast to the right).
+    pub fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
+        linear_path(x, n, t)
+    }
+
+    /// The regression target, the velocity `n - x` (reference `target(x, n, t)`).
+    pub fn target(&self, x: &Tensor, n: &Tensor, _t: &Tensor) -> Result<Tensor> {
+        Ok(n.f_sub(x)?)
+    }
+
+    /// The score of a velocity `v` on the linear path: `-(x_t + (1 - t) v) / t` (quirk Q12:
+    /// infinite at `t = 0`).
+    pub fn score_from_velocity(x_t: &Tensor, t: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let tb = bcast_right(t, x_t.dim())?;
+        Ok(x_t.f_add(&tb.f_neg()?.f_add_scalar(1.0)?.f_mul(v)?)?.f_div(&tb)?.f_neg()?)
+    }
+
+    /// The checked inputs of `pred`: the times as a `[B]` tensor.
+    fn checked(&self, x_t: &Tensor, t: Time<'_>, cond: &Cond<'_>) -> Result<Tensor> {
+        let mut c = Checks::new(self.level());
+        let b = validate::data(&mut c, x_t, cond.y)?;
+        let t = validate::time(&mut c, "t", t, b, x_t, 0.0, 1.0, true, WHY)?;
+        c.finish()?;
+        Ok(t)
+    }
 }
 
-impl Interface for SiT {
-    fn name(&self) -> &'static str {
-        "sit"
-    }
+impl Preconditioning for SiT {
     fn c_in(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.f_ones_like()?)
     }
@@ -122,40 +141,37 @@ impl Interface for SiT {
     fn c_noise(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.shallow_clone())
     }
-    fn sample_t(&self, batch: i64, rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        self.cfg.train_time_dist_type.sample(batch, self.cfg.t_mu, self.cfg.t_sigma, rngs, device)
+}
+
+impl Interface for SiT {
+    fn name(&self) -> &'static str {
+        "sit"
     }
-    fn sample_n(&self, shape: &[i64], rngs: &mut Rngs, device: Device) -> Result<Tensor> {
-        sample_noise(shape, self.cfg.n_mu, self.cfg.n_sigma, rngs, device)
+    /// The velocity `net(x_t, t)`.
+    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        let t = self.checked(x_t, t, &cond)?;
+        Ok(net.call(x_t, &t, cond, Pass::eval().with_validation(self.level()))?.out)
     }
-    fn sample_x_t(&self, x: &Tensor, n: &Tensor, t: &Tensor) -> Result<Tensor> {
-        linear_path(x, n, t)
-    }
-    fn target(&self, x: &Tensor, n: &Tensor, _t: &Tensor) -> Result<Tensor> {
-        Ok(n.f_sub(x)?)
-    }
-    fn pred(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        if r.is_some() {
-            return Err(Error::invalid("r", "none (SiT has no interval start)", "a tensor"));
-        }
-        let b = check_data(x_t, y)?;
-        check_time(t, b, 0.0, 1.0, true, "SiT's path runs from data at t = 0 to noise at t = 1")?;
-        Ok(net.forward(x_t, t, Cond::labels(y), None)?.out)
-    }
-    fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        let v = self.pred(net, x_t, t, r, y)?;
-        let tb = bcast_right(t, x_t.dim())?;
-        Ok(x_t.f_add(&tb.f_neg()?.f_add_scalar(1.0)?.f_mul(&v)?)?.f_div(&tb)?.f_neg()?)
-    }
-    fn loss(&self, net: &dyn Backbone, x: &Tensor, y: Option<&Tensor>, rngs: &mut Rngs) -> Result<LossOutput> {
-        let b = check_data(x, y)?;
+    fn loss(&self, net: &dyn Backbone, x: &Tensor, cond: Cond<'_>, rngs: &mut Rngs) -> Result<LossOutput> {
+        let mut c = Checks::new(self.level());
+        let b = validate::data(&mut c, x, cond.y)?;
+        c.finish()?;
         let t = self.sample_t(b, rngs, x.device())?;
         let t = t_shift(&t, self.shift_for(&x.size()))?;
         let n = self.sample_n(&x.size(), rngs, x.device())?;
         let x_t = self.sample_x_t(x, &n, &t)?;
         let target = self.target(x, &n, &t)?;
-        let o = net.forward(&x_t, &t, Cond::labels(y), Some(rngs))?;
+        let o = net.call(&x_t, &t, cond, Pass::train(rngs).with_validation(self.level()))?;
         let loss = mean_flat(&o.out.f_sub(&target)?.f_square()?)?;
         Ok(LossOutput { loss, t, r: None, n, x_t, target, net_out: o.out, features: o.features })
+    }
+}
+
+impl Score for SiT {
+    /// `-(x_t + (1 - t) pred) / t` (quirk Q12: infinite at `t = 0`).
+    fn score(&self, net: &dyn Backbone, x_t: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        let t = self.checked(x_t, t, &cond)?;
+        let v = net.call(x_t, &t, cond, Pass::eval().with_validation(self.level()))?.out;
+        SiT::score_from_velocity(x_t, &t, &v)
     }
 }

@@ -33,10 +33,14 @@
 //! Conventions and quirks:
 //! - The patch embedding is computed as unfold + matmul (the conv kernel `[p, p, C, D]`
 //!   flattened in `(p, q, C)` order), which equals the strided VALID conv.
-//! - A `dt` or `gw` passed to a DiT built without `take_dt` / `take_gw` is ignored, as the
-//!   reference ignores it. (The reference's own default for an absent `dt` / `gw` is a
-//!   `[B, D]` array built after `t` has been replaced by its embedding, a shape bug; this
-//!   crate uses the intended `[B]` zeros / ones, as golden-format.md specifies.)
+//! - A `dt` or `gw` passed to a DiT built without `take_dt` / `take_gw` is an error naming
+//!   it (the reference ignores it silently, which hides a network built for another
+//!   interface; [`Backbone::accepts`] says what this one takes). An absent `dt` / `gw` of a DiT
+//!   that takes one is `[B]` zeros / ones. (The reference's own default is a `[B, D]` array
+//!   built after `t` has been replaced by its embedding, a shape bug; this crate uses the
+//!   intended `[B]` zeros / ones, as golden-format.md specifies.)
+//! - Train / eval mode comes with each call ([`Pass::train`]): label dropout is drawn only in
+//!   train mode, from the pass's streams.
 //! - Quirk Q10: a label outside the class table (the null class `K` of a DiT built with
 //!   `class_dropout_prob = 0`, or 1000 for `K < 1000`) reads NaN, as `jnp.take`'s fill mode
 //!   does; negative labels in `[-rows, 0)` wrap, as in `jnp.take`.
@@ -47,7 +51,6 @@
 //!   [`LayerNorm::Fused`] switches to libtorch's `layer_norm` kernel for speed (same function,
 //!   other rounding; it keeps forward-AD and double-backward support).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -55,9 +58,10 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::weights::{check_names_and_shapes, Weights};
-use super::{Backbone, Cond, NetOutput};
+use super::{Accepts, Backbone, Cond, NetOutput, Pass};
 use crate::error::{Error, Result};
 use crate::rng::Rngs;
+use crate::validate;
 
 /// LayerNorm epsilon of every DiT LayerNorm.
 pub const LN_EPS: f64 = 1e-6;
@@ -321,9 +325,8 @@ pub struct Dit {
     cfg: DitConfig,
     params: BTreeMap<String, Tensor>,
     pe: Tensor,
-    train: Cell<bool>,
-    attention: Cell<Attention>,
-    layer_norm: Cell<LayerNorm>,
+    attention: Attention,
+    layer_norm: LayerNorm,
 }
 
 impl Dit {
@@ -334,7 +337,7 @@ impl Dit {
     /// [`DitConfig::parameter_shapes`]; the one buffer is `x_embedder.pe` `[1, T, D]`).
     /// A missing, extra or mis-shaped array is an [`Error::InvalidArgument`] naming its path.
     /// Parameters are converted to float32 and made leaves that require gradients. The
-    /// network starts in train mode with [`Attention::Math`].
+    /// network computes attention with [`Attention::Math`] and the reference's LayerNorm.
     pub fn from_params(cfg: DitConfig, params: BTreeMap<String, Tensor>, buffers: BTreeMap<String, Tensor>) -> Result<Dit> {
         cfg.validate()?;
         check_names_and_shapes("parameter", &cfg.parameter_shapes(), &params)?;
@@ -348,7 +351,7 @@ impl Dit {
             out.insert(name, p.f_to_kind(Kind::Float)?.f_detach()?.f_contiguous()?.set_requires_grad(true));
         }
         let pe = buffers[Dit::BUFFER_NAMES[0]].f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach()?;
-        Ok(Dit { cfg, params: out, pe, train: Cell::new(true), attention: Cell::new(Attention::Math), layer_norm: Cell::new(LayerNorm::FastVariance) })
+        Ok(Dit { cfg, params: out, pe, attention: Attention::Math, layer_norm: LayerNorm::FastVariance })
     }
 
     /// Builds the network from [`Weights`] (see [`Dit::from_params`]).
@@ -426,28 +429,40 @@ impl Dit {
         &self.pe
     }
 
-    /// How attention is computed now.
+    /// How attention is computed.
     pub fn attention(&self) -> Attention {
-        self.attention.get()
+        self.attention
     }
 
     /// Switches the attention implementation (see [`Attention`]).
-    pub fn set_attention(&self, a: Attention) {
-        self.attention.set(a);
+    pub fn set_attention(&mut self, a: Attention) {
+        self.attention = a;
     }
 
-    /// How the LayerNorms are computed now.
+    /// This network with another attention implementation.
+    pub fn with_attention(mut self, a: Attention) -> Dit {
+        self.attention = a;
+        self
+    }
+
+    /// How the LayerNorms are computed.
     pub fn layer_norm(&self) -> LayerNorm {
-        self.layer_norm.get()
+        self.layer_norm
     }
 
     /// Switches the LayerNorm implementation (see [`LayerNorm`]).
-    pub fn set_layer_norm(&self, n: LayerNorm) {
-        self.layer_norm.set(n);
+    pub fn set_layer_norm(&mut self, n: LayerNorm) {
+        self.layer_norm = n;
+    }
+
+    /// This network with another LayerNorm implementation.
+    pub fn with_layer_norm(mut self, n: LayerNorm) -> Dit {
+        self.layer_norm = n;
+        self
     }
 
     fn ln(&self, x: &Tensor) -> Result<Tensor> {
-        match self.layer_norm.get() {
+        match self.layer_norm {
             LayerNorm::FastVariance => layer_norm(x),
             LayerNorm::Fused => Ok(x.f_layer_norm([self.cfg.hidden_size], None::<Tensor>, None::<Tensor>, LN_EPS, true)?),
         }
@@ -518,7 +533,7 @@ impl Dit {
         };
         let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
         let sqrt_hd = (hd as f32).sqrt() as f64;
-        let o = match self.attention.get() {
+        let o = match self.attention {
             Attention::Math => {
                 let w = q.f_div_scalar(sqrt_hd)?.f_matmul(&k.f_transpose(-2, -1)?)?.f_softmax(-1, Kind::Float)?;
                 w.f_matmul(&v)?
@@ -545,20 +560,15 @@ impl Dit {
     }
 
     fn check_vec(&self, name: &str, v: &Tensor, b: i64, device: Device) -> Result<()> {
-        if v.size() != [b] {
-            return Err(Error::invalid(name, format!("shape [{b}]"), format!("{:?}", v.size())));
-        }
-        if v.device() != device {
-            return Err(Error::invalid(name, format!("device {device:?} (that of x)"), format!("{:?}", v.device())));
-        }
-        Ok(())
+        validate::length(name, v, b)?;
+        validate::on_device(name, v, device, "that of x")
     }
 
     /// The labels after label dropout (train mode, `enable_dropout`, `class_dropout_prob != 0`):
     /// `where(uniform([B]) < class_dropout_prob, K, y)`, the uniform drawn from `label_dropout`.
-    fn drop_labels(&self, y: Tensor, rngs: Option<&mut Rngs>) -> Result<Tensor> {
+    fn drop_labels(&self, y: Tensor, train: bool, rngs: Option<&mut Rngs>) -> Result<Tensor> {
         let p = self.cfg.class_dropout_prob;
-        if !(self.cfg.enable_dropout && self.train.get() && p != 0.0) {
+        if !(self.cfg.enable_dropout && train && p != 0.0) {
             return Ok(y);
         }
         let rngs = rngs.ok_or_else(|| {
@@ -587,7 +597,11 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 }
 
 impl Backbone for Dit {
-    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, rngs: Option<&mut Rngs>) -> Result<NetOutput> {
+    /// Takes labels, and `dt` / `gw` when built with `take_dt` / `take_gw`; no extra inputs.
+    /// Shapes, dtypes and devices are checked; values are not (a label outside the class
+    /// table reads NaN, quirk Q10), so the DiT makes no device-to-host read.
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
+        validate::conditioning(&self.accepts(), &cond)?;
         let cfg = &self.cfg;
         let (s, c, p, d) = (cfg.input_size, cfg.in_channels, cfg.patch_size, cfg.hidden_size);
         let xs = x.size();
@@ -620,7 +634,7 @@ impl Backbone for Dit {
             }
             None => Tensor::f_full([b], cfg.num_classes, (Kind::Int64, dev))?,
         };
-        let y = self.drop_labels(y, rngs)?;
+        let y = self.drop_labels(y, pass.train, pass.rngs)?;
         cvec = cvec.f_add(&self.class_embed(&y)?)?;
         if cfg.take_dt {
             let dt = match cond.dt {
@@ -657,16 +671,12 @@ impl Backbone for Dit {
         Ok(NetOutput { out, features })
     }
 
-    fn set_train(&self, train: bool) {
-        self.train.set(train);
-    }
-
-    fn is_train(&self) -> bool {
-        self.train.get()
-    }
-
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+    }
+
+    fn accepts(&self) -> Accepts<'_> {
+        Accepts { labels: true, dt: self.cfg.take_dt, gw: self.cfg.take_gw, extra: &[] }
     }
 }
 
@@ -795,23 +805,27 @@ mod tests {
         let t = Tensor::from_slice(&[0.1f32, 0.5, 0.9]);
         let y = Tensor::from_slice(&[0i64, 4, 5]);
         // train mode with dropout draws one count of label_dropout, and needs streams
-        assert!(dit.forward(&x, &t, Cond::labels(Some(&y)), None).is_err());
+        assert!(dit.forward(&x, &t, Cond::labels(Some(&y)), Pass::new(true, None)).is_err());
         let mut rngs = Rngs::new(&[("label_dropout", 1)]).unwrap();
-        let o = dit.forward(&x, &t, Cond::labels(Some(&y)), Some(&mut rngs)).unwrap();
+        let o = dit.forward(&x, &t, Cond::labels(Some(&y)), Pass::train(&mut rngs)).unwrap();
         assert_eq!(rngs.counter("label_dropout").unwrap(), 1);
         assert_eq!(o.out.size(), [3, 4, 4, 3]);
         assert_eq!(o.features.len(), 2);
         assert_eq!(o.features[1].size(), [3, 4, 8]);
-        dit.set_train(false);
-        let a = dit.forward(&x, &t, Cond::labels(Some(&y)), None).unwrap().out;
-        dit.set_attention(Attention::Fused);
-        let f = dit.forward(&x, &t, Cond::labels(Some(&y)), None).unwrap().out;
+        let a = dit.forward(&x, &t, Cond::labels(Some(&y)), Pass::eval()).unwrap().out;
+        let dit = dit.with_attention(Attention::Fused);
+        let f = dit.forward(&x, &t, Cond::labels(Some(&y)), Pass::eval()).unwrap().out;
+        // a gw to a DiT without take_gw is refused, naming it
+        let e = dit.forward(&x, &t, Cond { gw: Some(&t), ..Cond::default() }, Pass::eval()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "gw"), "{e}");
         assert!(a.allclose(&f, 1e-5, 1e-6, false));
         // Q10: a label past the table reads NaN, only for that example
         let cfg0 = DitConfig { class_dropout_prob: 0.0, ..tiny() };
         let (p0, b0) = weights(&cfg0);
         let d0 = Dit::from_params(cfg0, p0, b0).unwrap();
-        let o = d0.forward(&x, &t, Cond::labels(Some(&Tensor::from_slice(&[0i64, 5, -1]))), None).unwrap().out;
+        let o = d0.forward(&x, &t, Cond::labels(Some(&Tensor::from_slice(&[0i64, 5, -1]))), Pass::eval()).unwrap().out;
+        let e = d0.forward(&x, &t, Cond { dt: Some(&t), ..Cond::default() }, Pass::eval()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { name, .. } if name == "dt"), "{e}");
         let nan = o.isnan().any_dim(-1, false).any_dim(-1, false).any_dim(-1, false);
         assert_eq!(Vec::<bool>::try_from(&nan).unwrap(), vec![false, true, false]);
     }
@@ -825,19 +839,19 @@ mod tests {
                 *v = v.randn_like() * 0.1;
             }
         }
-        let dit = Dit::from_params(cfg, params, buffers).unwrap();
-        dit.set_train(false);
+        let mut dit = Dit::from_params(cfg, params, buffers).unwrap();
         assert_eq!(dit.layer_norm(), LayerNorm::FastVariance);
         let x = Tensor::randn([3, 4, 4, 3], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0.1f32, 0.5, 0.9]);
-        let cond = Cond { y: Some(&Tensor::from_slice(&[0i64, 4, 2])), dt: Some(&t), gw: None };
-        let a = dit.forward(&x, &t, cond, None).unwrap().out;
+        let y = Tensor::from_slice(&[0i64, 4, 2]);
+        let cond = Cond { y: Some(&y), dt: Some(&t), ..Cond::default() };
+        let a = dit.forward(&x, &t, cond, Pass::eval()).unwrap().out;
         dit.set_layer_norm(LayerNorm::Fused);
-        let f = dit.forward(&x, &t, cond, None).unwrap().out;
+        let f = dit.forward(&x, &t, cond, Pass::eval()).unwrap().out;
         assert!(a.allclose(&f, 1e-5, 1e-6, false));
         // Both JVP backends run through the fused LayerNorm and agree.
         let v = x.randn_like();
-        let mut g = |p: &[Tensor]| -> Result<Tensor> { Ok(dit.forward(&p[0], &p[1], cond, None)?.out) };
+        let mut g = |p: &[Tensor]| -> Result<Tensor> { Ok(dit.forward(&p[0], &p[1], cond, Pass::eval())?.out) };
         let primals = [x.shallow_clone(), t.shallow_clone()];
         let tangents = [Some(v), Some(t.ones_like())];
         let (_, db) = crate::jvp::jvp(crate::jvp::JvpBackend::DoubleBackward, &mut g, &primals, &tangents).unwrap();
@@ -855,10 +869,9 @@ mod tests {
             }
         }
         let dit = Dit::from_params(cfg, params, buffers).unwrap();
-        dit.set_train(false);
         let x = Tensor::randn([2, 4, 4, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let t = Tensor::from_slice(&[0.2f32, 0.7]);
-        let o = dit.forward(&x, &t, Cond::default(), None).unwrap().out;
+        let o = dit.forward(&x, &t, Cond::default(), Pass::eval()).unwrap().out;
         let g = Tensor::run_backward(&[o.square().sum(Kind::Float)], &[&x], true, true).pop().unwrap();
         let gg = Tensor::run_backward(&[g.square().sum(Kind::Float)], &[&x], false, false).pop().unwrap();
         assert!(gg.abs().sum(Kind::Float).double_value(&[]) > 0.0);

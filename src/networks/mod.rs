@@ -1,15 +1,21 @@
 //! Backbones: what an interface sees of a network.
 //!
 //! An interface calls its backbone only through [`Backbone`]: input `x`
-//! (channel-last, `[B, ..., C]`), time `t` (`[B]`), and the optional
-//! conditioning of [`Cond`]; it gets back the output (shape of `x`) and the
-//! per-block features (`[B, T, hidden]`) that REPA aligns.
+//! (channel-last, `[B, ..., C]`), time `t` (`[B]`), the optional conditioning of [`Cond`]
+//! (labels, MeanFlow's `dt`, a guidance weight, and named extra inputs), and the [`Pass`]:
+//! train or eval mode and the random streams, chosen by the caller for each forward (as
+//! candle's `ModuleT::forward_t` takes `train`; no backbone keeps a mode of its own). It gets
+//! back the output (shape of `x`) and the per-block features (`[B, T, hidden]`) that REPA
+//! aligns. Each backbone declares the conditioning it takes ([`Backbone::accepts`]); giving
+//! it anything else is an error naming the input ([`Backbone::call`]).
 //!
 //! Networks: [`ProbeMlp`] (the tiny golden-case probe) and [`Dit`] (the reference DiT);
-//! [`weights`] loads parameters by reference module path from `.npy` files or `.safetensors`.
+//! [`VarStoreBackbone`] makes any `tch::nn` network a backbone; [`weights`] loads parameters
+//! by reference module path from `.npy` files or `.safetensors`.
 
 mod dit;
 mod probe;
+mod varstore;
 
 /// The null class label: what absent labels mean, what condition drop and the guidance pass
 /// substitute (hard-coded in the reference, quirk Q10).
@@ -18,14 +24,22 @@ pub mod weights;
 
 pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
 pub use probe::{ProbeMlp, ProbeMlpConfig};
+pub use varstore::VarStoreBackbone;
 pub use weights::Weights;
 
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::Rngs;
+use crate::validate::{self, Validation};
 
-/// Optional conditioning passed to a backbone.
+/// Optional conditioning passed to a backbone: the reference's `*args, **kwargs` of
+/// `net(x, t, ...)`.
+///
+/// `extra` carries named tensors for a user's network (the reference's own tests pass
+/// `x, n` through `*args`): the interfaces pass them through to every forward unchanged;
+/// a backbone reads them with [`Cond::extra`] and declares their names in
+/// [`Accepts::extra`]. The built-in backbones take none.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cond<'a> {
     /// Class labels `[B]` (int64). `None` means the null class (1000 in the reference).
@@ -34,12 +48,105 @@ pub struct Cond<'a> {
     pub dt: Option<&'a Tensor>,
     /// A guidance-weight input `[B]` (DiT `take_gw`). `None`: not passed.
     pub gw: Option<&'a Tensor>,
+    /// Named extra inputs, each at most once.
+    pub extra: &'a [(&'a str, &'a Tensor)],
 }
 
 impl<'a> Cond<'a> {
     /// Conditioning with labels only.
     pub fn labels(y: Option<&'a Tensor>) -> Self {
-        Cond { y, dt: None, gw: None }
+        Cond { y, ..Cond::default() }
+    }
+
+    /// No conditioning (the null class, no `dt`, no `gw`, no extra inputs).
+    pub fn none() -> Self {
+        Cond::default()
+    }
+
+    /// This conditioning with the labels replaced.
+    pub fn with_labels(self, y: Option<&'a Tensor>) -> Self {
+        Cond { y, ..self }
+    }
+
+    /// This conditioning with `dt` replaced.
+    pub fn with_dt(self, dt: Option<&'a Tensor>) -> Self {
+        Cond { dt, ..self }
+    }
+
+    /// This conditioning with the extra inputs replaced.
+    pub fn with_extra(self, extra: &'a [(&'a str, &'a Tensor)]) -> Self {
+        Cond { extra, ..self }
+    }
+
+    /// The extra input `name`, if given.
+    pub fn extra(&self, name: &str) -> Option<&'a Tensor> {
+        self.extra.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+}
+
+/// The conditioning a backbone takes (see [`Backbone::accepts`]); anything else given to it
+/// is refused by [`Backbone::call`], naming the input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Accepts<'a> {
+    /// Class labels `y`.
+    pub labels: bool,
+    /// An interval length `dt`.
+    pub dt: bool,
+    /// A guidance weight `gw`.
+    pub gw: bool,
+    /// The names of the extra inputs it reads.
+    pub extra: &'a [&'a str],
+}
+
+impl Accepts<'static> {
+    /// Nothing but `x` and `t` (an unconditional network).
+    pub const NOTHING: Accepts<'static> = Accepts { labels: false, dt: false, gw: false, extra: &[] };
+    /// Class labels.
+    pub const LABELS: Accepts<'static> = Accepts { labels: true, dt: false, gw: false, extra: &[] };
+}
+
+/// One forward pass's mode and random streams, chosen by the caller.
+///
+/// `train` is the network's train / eval mode for this call (the DiT draws label dropout
+/// only in train mode); `rngs` are the streams a network that draws random numbers draws
+/// from (one that needs them and gets `None` returns an error); `validation` is how much
+/// of its input the network checks (see [`crate::validate`]).
+#[derive(Debug)]
+pub struct Pass<'a> {
+    /// Train mode (`true`) or eval mode.
+    pub train: bool,
+    /// The random streams of this call.
+    pub rngs: Option<&'a mut Rngs>,
+    /// How much input validation the network does.
+    pub validation: Validation,
+}
+
+impl Pass<'static> {
+    /// Eval mode, no random streams, full validation.
+    pub fn eval() -> Pass<'static> {
+        Pass { train: false, rngs: None, validation: Validation::Full }
+    }
+}
+
+impl<'a> Pass<'a> {
+    /// Train mode with random streams, full validation.
+    pub fn train(rngs: &'a mut Rngs) -> Pass<'a> {
+        Pass { train: true, rngs: Some(rngs), validation: Validation::Full }
+    }
+
+    /// A pass in the given mode, full validation.
+    pub fn new(train: bool, rngs: Option<&'a mut Rngs>) -> Pass<'a> {
+        Pass { train, rngs, validation: Validation::Full }
+    }
+
+    /// This pass at another validation level.
+    pub fn with_validation(self, validation: Validation) -> Pass<'a> {
+        Pass { validation, ..self }
+    }
+
+    /// A shorter-lived copy of this pass (same mode, same streams), for one of several calls.
+    pub fn reborrow(&mut self) -> Pass<'_> {
+        Pass { train: self.train, rngs: self.rngs.as_deref_mut(), validation: self.validation }
     }
 }
 
@@ -52,74 +159,36 @@ pub struct NetOutput {
     pub features: Vec<Tensor>,
 }
 
-/// A network an interface can train and sample: `net(x, t, y, dt, gw) -> (out, features)`.
+impl From<Tensor> for NetOutput {
+    /// An output without features.
+    fn from(out: Tensor) -> NetOutput {
+        NetOutput { out, features: Vec::new() }
+    }
+}
+
+/// A network an interface can train and sample: `net(x, t, cond, pass) -> (out, features)`.
 ///
-/// Train/eval mode is interior state (a `Cell`), switched by interfaces the way the
-/// reference switches it (reference-notes, "Backbone train / eval mode", quirk Q8).
-/// A backbone that draws random numbers (the DiT's label dropout) draws from `rngs`;
-/// one that needs them and gets `None` must return an error.
+/// Implement [`Backbone::forward`] and [`Backbone::parameters`]; declare the conditioning it
+/// takes with [`Backbone::accepts`] (by default nothing but `x` and `t`). Interfaces call
+/// [`Backbone::call`], which refuses, naming it, any conditioning the backbone does not take,
+/// and then runs `forward`. The mode and the streams come with each call in [`Pass`].
+/// A `tch::nn` network is a backbone through [`VarStoreBackbone`].
 pub trait Backbone {
-    /// Runs the network.
-    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, rngs: Option<&mut Rngs>) -> Result<NetOutput>;
+    /// Runs the network on `x` (`[B, ..., C]`) at times `t` (`[B]`).
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput>;
 
-    /// Switches between train mode (`true`) and eval mode.
-    fn set_train(&self, train: bool);
-
-    /// Whether the network is in train mode.
-    fn is_train(&self) -> bool;
-
-    /// The trainable parameters with their reference paths (`W1`, `blocks.0.attn.query.kernel`, ...).
+    /// The trainable parameters with their paths (`W1`, `blocks.0.attn.query.kernel`, ...).
     fn parameters(&self) -> Vec<(String, Tensor)>;
-}
 
-/// Errors unless `v` (the argument `name` of a backbone) has the network's float `kind`,
-/// lives on its `device` and holds only finite values.
-pub(crate) fn check_float_input(name: &str, v: &Tensor, kind: Kind, device: Device) -> Result<()> {
-    check_time_input(name, v, kind, device)?;
-    if v.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-        return Err(Error::invalid(name, "finite values", "NaN or infinity"));
+    /// The conditioning this backbone takes (default: none).
+    fn accepts(&self) -> Accepts<'_> {
+        Accepts::NOTHING
     }
-    Ok(())
-}
 
-/// Like [`check_float_input`] for a time-like input (`t`, `dt`), which may be infinite but
-/// not NaN: EDM feeds `c_noise = log(t)/4`, which is `-inf` at `t = 0`, and the reference
-/// then returns NaN (quirk Q12, a documented result).
-pub(crate) fn check_time_input(name: &str, v: &Tensor, kind: Kind, device: Device) -> Result<()> {
-    if v.kind() != kind {
-        return Err(Error::invalid(name, format!("dtype {kind:?} (that of the network's parameters)"), format!("{:?}", v.kind())));
+    /// Checks `cond` against [`Backbone::accepts`] (an error naming the first input the
+    /// backbone does not take), then runs [`Backbone::forward`].
+    fn call(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
+        validate::conditioning(&self.accepts(), &cond)?;
+        self.forward(x, t, cond, pass)
     }
-    if v.device() != device {
-        return Err(Error::invalid(name, format!("device {device:?} (that of the network's parameters)"), format!("{:?}", v.device())));
-    }
-    if v.f_isnan()?.f_any()?.f_int64_value(&[])? != 0 {
-        return Err(Error::invalid(name, "no NaN", "NaN"));
-    }
-    Ok(())
-}
-
-/// Errors unless the labels `y` are `[b]` integers on `device` within `0..=max` (quirk Q10:
-/// the reference reads a class table out of range and gets NaN; here it is an error).
-pub(crate) fn check_labels(y: &Tensor, b: i64, max: i64, device: Device) -> Result<()> {
-    if y.size() != [b] {
-        return Err(Error::invalid("y", format!("shape [{b}]"), format!("{:?}", y.size())));
-    }
-    if !matches!(y.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
-        return Err(Error::invalid("y", "integer class labels", format!("dtype {:?}", y.kind())));
-    }
-    if y.device() != device {
-        return Err(Error::invalid("y", format!("device {device:?} (that of the network's parameters)"), format!("{:?}", y.device())));
-    }
-    if b > 0 {
-        let lo = y.f_min()?.f_int64_value(&[])?;
-        let hi = y.f_max()?.f_int64_value(&[])?;
-        if lo < 0 || hi > max {
-            return Err(Error::invalid(
-                "y",
-                format!("class labels in 0..={max} ({max} is the null class; quirk Q10: the reference reads out of range and gets NaN)"),
-                format!("labels in [{lo}, {hi}]"),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -9,15 +9,14 @@
 //! returns (out, [h reshaped to [B, T, H]])
 //! ```
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{check_float_input, check_labels, check_time_input, Backbone, Cond, NetOutput, NULL_CLASS};
+use super::{Accepts, Backbone, Cond, NetOutput, Pass, NULL_CLASS};
 use crate::error::{Error, Result};
-use crate::rng::Rngs;
+use crate::validate::{self, Checks};
 
 
 /// Settings of [`ProbeMlp`] (`channels` C, `hidden` H, `freqs` K).
@@ -63,7 +62,6 @@ pub struct ProbeMlp {
     cfg: ProbeMlpConfig,
     params: BTreeMap<String, Tensor>,
     freqs: Tensor,
-    train: Cell<bool>,
 }
 
 impl ProbeMlp {
@@ -96,7 +94,7 @@ impl ProbeMlp {
         if freqs.size() != [cfg.freqs] {
             return Err(Error::invalid("freqs", format!("shape [{}]", cfg.freqs), format!("{:?}", freqs.size())));
         }
-        Ok(ProbeMlp { cfg, params: out, freqs, train: Cell::new(true) })
+        Ok(ProbeMlp { cfg, params: out, freqs })
     }
 
     /// A randomly initialised probe, as the spec exporter's `init_probe_mlp(seed, ...)`:
@@ -146,7 +144,10 @@ impl ProbeMlp {
 }
 
 impl Backbone for ProbeMlp {
-    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, _rngs: Option<&mut Rngs>) -> Result<NetOutput> {
+    /// Takes labels and `dt`; no guidance weight, no extra inputs. The mode does not matter
+    /// (the probe has no dropout) and it draws nothing.
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
+        validate::conditioning(&self.accepts(), &cond)?;
         let xs = x.size();
         let b = *xs.first().ok_or_else(|| Error::invalid("x", "shape [B, ..., C]", "a scalar"))?;
         if xs.len() < 2 || xs[xs.len() - 1] != self.cfg.channels {
@@ -156,27 +157,24 @@ impl Backbone for ProbeMlp {
             return Err(Error::invalid("x", "a batch of at least 1 example", format!("{xs:?}")));
         }
         let (kind, device) = (self.freqs.kind(), self.freqs.device());
-        check_float_input("x", x, kind, device)?;
-        if t.size() != [b] {
-            return Err(Error::invalid("t", format!("shape [{b}]"), format!("{:?}", t.size())));
+        let mut checks = Checks::new(pass.validation);
+        validate::network_input(&mut checks, "x", x, kind, device)?;
+        validate::length("t", t, b)?;
+        validate::network_time(&mut checks, "t", t, kind, device)?;
+        if let Some(dt) = cond.dt {
+            validate::length("dt", dt, b)?;
+            validate::network_time(&mut checks, "dt", dt, kind, device)?;
         }
-        check_time_input("t", t, kind, device)?;
+        if let Some(y) = cond.y {
+            validate::network_labels(&mut checks, y, b, NULL_CLASS, device)?;
+        }
+        checks.finish()?;
         let mut c = self.emb(t)?.f_matmul(self.p("Wt"))?;
         if let Some(dt) = cond.dt {
-            if dt.size() != [b] {
-                return Err(Error::invalid("dt", format!("shape [{b}]"), format!("{:?}", dt.size())));
-            }
-            check_time_input("dt", dt, kind, device)?;
             c = c.f_add(&self.emb(dt)?.f_matmul(self.p("Wd"))?)?;
         }
-        if cond.gw.is_some() {
-            return Err(Error::invalid("gw", "none (probe_mlp takes no guidance weight)", "a tensor"));
-        }
         let y = match cond.y {
-            Some(y) => {
-                check_labels(y, b, NULL_CLASS, device)?;
-                y.f_to_kind(Kind::Int64)?
-            }
+            Some(y) => y.f_to_kind(Kind::Int64)?,
             None => Tensor::f_full([b], NULL_CLASS, (Kind::Int64, x.device()))?,
         };
         c = c.f_add(&self.p("E").f_index_select(0, &y)?)?;
@@ -189,15 +187,11 @@ impl Backbone for ProbeMlp {
         Ok(NetOutput { out, features: vec![feat] })
     }
 
-    fn set_train(&self, train: bool) {
-        self.train.set(train);
-    }
-
-    fn is_train(&self) -> bool {
-        self.train.get()
-    }
-
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+    }
+
+    fn accepts(&self) -> Accepts<'_> {
+        Accepts { labels: true, dt: true, gw: false, extra: &[] }
     }
 }

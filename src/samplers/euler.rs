@@ -9,8 +9,9 @@
 
 use tch::Tensor;
 
-use super::{euler_update, expand_time, SampleArgs, Sampler, SamplerConfig, TimeGrid};
+use super::{euler_update, Sample, SampleArgs, Sampler, SamplerConfig, TimeGrid};
 use crate::error::Result;
+use crate::interfaces::{Interface, Time};
 use crate::rng::Rngs;
 
 /// The Euler sampler (reference `EulerSampler`).
@@ -35,10 +36,11 @@ impl Euler {
 
 /// The guided slope at `(x, t)`: `d = pred(x, t, y)`, blended with the guidance model's
 /// `pred(x, t, null labels)` when `w != 1` (shared by Euler, Heun and their last steps).
-pub(super) fn guided_pred(args: &SampleArgs<'_>, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-    let d = args.model.pred(x, t, None, args.y)?;
+pub(super) fn guided_pred<I: Interface + ?Sized>(args: &SampleArgs<'_, I>, x: &Tensor, t: f32) -> Result<Tensor> {
+    let t = Time::from(t);
+    let d = args.model.pred(x, t, args.cond)?;
     let null = args.null_labels()?;
-    args.blend(&d, null.as_ref(), |g, y| g.pred(x, t, None, y))
+    args.blend(&d, null.as_ref(), |g, c| g.pred(x, t, c))
 }
 
 impl Sampler for Euler {
@@ -51,11 +53,15 @@ impl Sampler for Euler {
     fn grid(&self) -> &TimeGrid {
         &self.grid
     }
-    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
-        let d = guided_pred(args, x, &expand_time(t_curr, x)?)?;
+}
+
+/// Euler integrates any interface's `pred`.
+impl<I: Interface + ?Sized> Sample<I> for Euler {
+    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
+        let d = guided_pred(args, x, t_curr)?;
         euler_update(x, &d, t_curr, t_next)
     }
-    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
+    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
         self.forward(rngs, args, x, t_curr, t_last)
     }
 }

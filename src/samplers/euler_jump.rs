@@ -1,10 +1,10 @@
 //! Euler-jump: one-step / few-step sampling with an average-velocity model (MeanFlow, Geng
 //! et al., "Mean Flows for One-step Generative Modeling", 2025, eq. 12).
 //!
-//! MeanFlow's `pred(x, t, r)` estimates the average velocity over `[r, t]`, so a jump from `t`
-//! to `t_next` is exact for the ideal model: `x_next = x + (t_next - t) pred(x, t, r = t_next)`
-//! (every step, the last included). The interface must take an interval start `r` (others
-//! refuse one with an error).
+//! MeanFlow's `u(x, t, r)` estimates the average velocity over `[r, t]`, so a jump from `t`
+//! to `t_next` is exact for the ideal model: `x_next = x + (t_next - t) u(x, t, r = t_next)`
+//! (every step, the last included). The model must be an average-velocity model
+//! ([`AverageVelocity`]; with any other interface it does not compile).
 //!
 //! Quirk Q14: the reference accepts a guidance model and scale and silently ignores both
 //! (MeanFlow bakes guidance into training). The default reproduces that;
@@ -13,8 +13,9 @@
 use serde::Deserialize;
 use tch::Tensor;
 
-use super::{euler_update, expand_time, SampleArgs, Sampler, SamplerConfig, TimeGrid};
+use super::{euler_update, Sample, SampleArgs, Sampler, SamplerConfig, TimeGrid};
 use crate::error::{Error, Result};
+use crate::interfaces::{AverageVelocity, Time};
 use crate::rng::Rngs;
 
 /// What Euler-jump does with a guidance request (`guidance_scale != 1` or a guidance model).
@@ -77,18 +78,21 @@ impl Sampler for EulerJump {
     fn grid(&self) -> &TimeGrid {
         &self.grid
     }
-    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
+}
+
+/// Euler-jump takes an average-velocity model.
+impl<I: AverageVelocity + ?Sized> Sample<I> for EulerJump {
+    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
         if self.opts.guidance == JumpGuidance::Refuse && (!args.unguided() || args.g_model.is_some()) {
             return Err(Error::Unsupported {
                 what: format!("euler_jump with guidance (scale {}, guidance model given: {})", args.guidance_scale, args.g_model.is_some()),
                 why: "Euler-jump has no guided step (the reference ignores guidance, quirk Q14); guidance = refuse was asked for".into(),
             });
         }
-        let r = expand_time(t_next, x)?;
-        let u = args.model.pred(x, &expand_time(t_curr, x)?, Some(&r), args.y)?;
+        let u = args.model.u(x, Time::from(t_curr), Time::from(t_next), args.cond)?;
         euler_update(x, &u, t_curr, t_next)
     }
-    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
+    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
         self.forward(rngs, args, x, t_curr, t_last)
     }
 }

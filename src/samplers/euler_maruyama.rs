@@ -28,8 +28,10 @@
 use serde::Deserialize;
 use tch::Tensor;
 
-use super::{euler_update, expand_time, Model, SampleArgs, Sampler, SamplerConfig, TimeGrid};
+use super::{euler_update, Model, Sample, SampleArgs, Sampler, SamplerConfig, TimeGrid};
 use crate::error::{Error, Result};
+use crate::interfaces::{Score, Time};
+use crate::networks::Cond;
 use crate::rng::Rngs;
 
 /// The diffusion coefficient `w(t)` (`diffusion_coeff`), scaled by `norm = diffusion_coeff_norm`.
@@ -211,17 +213,17 @@ impl EulerMaruyama {
     }
 
     /// The drift `pred(x, t, y) - 0.5 w(t) score(x, t, y)` of `model`.
-    pub fn drift(&self, model: Model<'_>, x: &Tensor, t: &Tensor, w: f32, y: Option<&Tensor>) -> Result<Tensor> {
-        let tangent = model.pred(x, t, None, y)?;
-        let score = model.score(x, t, y)?;
+    pub fn drift<I: Score + ?Sized>(&self, model: Model<'_, I>, x: &Tensor, t: Time<'_>, w: f32, cond: Cond<'_>) -> Result<Tensor> {
+        let tangent = model.pred(x, t, cond)?;
+        let score = model.score(x, t, cond)?;
         Ok(tangent.f_sub(&score.f_mul_scalar((0.5 * w) as f64)?)?)
     }
 
-    fn guided_drift(&self, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, guide_labels: Option<&Tensor>) -> Result<Tensor> {
-        let t = expand_time(t_curr, x)?;
+    fn guided_drift<I: Score + ?Sized>(&self, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, guide_labels: Option<&Tensor>) -> Result<Tensor> {
+        let t = Time::from(t_curr);
         let w = self.diffusion_coeff(t_curr);
-        let d = self.drift(args.model, x, &t, w, args.y)?;
-        args.blend(&d, guide_labels, |g, y| self.drift(g, x, &t, w, y))
+        let d = self.drift(args.model, x, t, w, args.cond)?;
+        args.blend(&d, guide_labels, |g, c| self.drift(g, x, t, w, c))
     }
 }
 
@@ -235,7 +237,11 @@ impl Sampler for EulerMaruyama {
     fn grid(&self) -> &TimeGrid {
         &self.grid
     }
-    fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
+}
+
+/// Euler-Maruyama needs a score (its drift is `pred - w/2 score`).
+impl<I: Score + ?Sized> Sample<I> for EulerMaruyama {
+    fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
         let null = args.null_labels()?;
         let d = self.guided_drift(args, x, t_curr, null.as_ref())?;
         let x_mean = euler_update(x, &d, t_curr, t_next)?;
@@ -243,9 +249,9 @@ impl Sampler for EulerMaruyama {
         let wiener = n.f_mul_scalar((t_next - t_curr).abs().sqrt() as f64)?;
         Ok(x_mean.f_add(&wiener.f_mul_scalar(self.diffusion_coeff(t_curr).sqrt() as f64)?)?)
     }
-    fn last_step(&self, _rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
+    fn last_step(&self, _rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
         let labels = match self.opts.last_step_labels {
-            LastStepLabels::Conditional => args.y.map(Tensor::shallow_clone),
+            LastStepLabels::Conditional => args.cond.y.map(Tensor::shallow_clone),
             LastStepLabels::Null => args.null_labels()?,
         };
         let d = self.guided_drift(args, x, t_curr, labels.as_ref())?;

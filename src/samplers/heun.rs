@@ -21,8 +21,9 @@ use serde::Deserialize;
 use tch::Tensor;
 
 use super::euler::guided_pred;
-use super::{euler_update, expand_time, SampleArgs, Sampler, SamplerConfig, TimeGrid};
+use super::{euler_update, Sample, SampleArgs, Sampler, SamplerConfig, TimeGrid};
 use crate::error::Result;
+use crate::interfaces::{Interface, Time};
 use crate::rng::Rngs;
 
 /// Which second slope [`Heun`] takes.
@@ -87,30 +88,33 @@ impl Sampler for Heun {
     fn grid(&self) -> &TimeGrid {
         &self.grid
     }
-    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
-        let tc = expand_time(t_curr, x)?;
-        let tn = expand_time(t_next, x)?;
+}
+
+/// Heun integrates any interface's `pred`.
+impl<I: Interface + ?Sized> Sample<I> for Heun {
+    fn forward(&self, _rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor> {
+        let (tc, tn) = (Time::from(t_curr), Time::from(t_next));
         let d_next;
         let d_curr;
         match self.opts.variant {
             HeunVariant::Reference => {
-                let d = args.model.pred(x, &tc, None, args.y)?;
+                let d = args.model.pred(x, tc, args.cond)?;
                 let null = args.null_labels()?;
-                d_curr = args.blend(&d, null.as_ref(), |g, y| g.pred(x, &tc, None, y))?;
+                d_curr = args.blend(&d, null.as_ref(), |g, c| g.pred(x, tc, c))?;
                 let x_pred = euler_update(x, &d_curr, t_curr, t_next)?;
-                d_next = args.blend(&d, null.as_ref(), |g, y| g.pred(&x_pred, &tn, None, y))?;
+                d_next = args.blend(&d, null.as_ref(), |g, c| g.pred(&x_pred, tn, c))?;
             }
             HeunVariant::True => {
-                d_curr = guided_pred(args, x, &tc)?;
+                d_curr = guided_pred(args, x, t_curr)?;
                 let x_pred = euler_update(x, &d_curr, t_curr, t_next)?;
-                d_next = guided_pred(args, &x_pred, &tn)?;
+                d_next = guided_pred(args, &x_pred, t_next)?;
             }
         }
         let half_h = 0.5 * (t_next - t_curr);
         Ok(x.f_add(&d_curr.f_add(&d_next)?.f_mul_scalar(half_h as f64)?)?)
     }
-    fn last_step(&self, _rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
-        let d = guided_pred(args, x, &expand_time(t_curr, x)?)?;
+    fn last_step(&self, _rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor> {
+        let d = guided_pred(args, x, t_curr)?;
         euler_update(x, &d, t_curr, t_last)
     }
 }

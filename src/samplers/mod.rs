@@ -5,10 +5,17 @@
 //!
 //! - [`TimeGrid`] ([`grid`]): `uniform` (SiT / MeanFlow time, noise at `t = 1`) or `exp`
 //!   (EDM, where `t` is the noise level sigma).
-//! - [`Sampler`]: `forward` (one step `t_curr -> t_next`), `last_step` and [`Sampler::sample`],
-//!   the loop: `grid = sample_t(num_sampling_steps + 1)`, `x = x * grid[0]`, `forward` over
-//!   every consecutive pair but the last, `last_step` on the last pair.
+//! - [`Sampler`]: what every sampler has (its name, step count and grid); [`Sample`]: `forward`
+//!   (one step `t_curr -> t_next`), `last_step` and [`Sample::sample`], the loop: `grid =
+//!   sample_t(num_sampling_steps + 1)`, `x = x * grid[0]`, `forward` over every consecutive
+//!   pair but the last, `last_step` on the last pair.
 //! - One file per sampler: [`Euler`], [`Heun`], [`EulerMaruyama`], [`EulerJump`].
+//!
+//! **What a sampler needs of its model** is a bound on its [`Sample`] implementation, so that
+//! a mismatch does not compile: Euler and Heun integrate any [`Interface`]'s `pred`;
+//! Euler-Maruyama needs a [`Score`]; Euler-jump an [`AverageVelocity`] (MeanFlow). The
+//! [`Model`] pairs an interface with a backbone; [`AnySampler::sample`] dispatches at run
+//! time on an [`AnyInterface`], refusing a missing capability with an error.
 //!
 //! **Guidance** (classifier-free, Ho & Salimans 2022): with a guidance scale `w != 1`, each
 //! slope `d` of the conditional model is blended with the guidance model's slope `g`, computed
@@ -39,14 +46,16 @@ pub use euler_maruyama::{ConstantCoeff, DiffusionCoeff, EulerMaruyama, EulerMaru
 pub use grid::{ExpGrid, GridKind, GridKwargs, TimeGrid, UniformGrid};
 pub use heun::{Heun, HeunOptions, HeunVariant};
 
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::interfaces::{check_data, Interface};
-use crate::networks::Backbone;
+use crate::interfaces::{AnyInterface, AverageVelocity, Interface, Score, Time};
+use crate::networks::{Backbone, Cond};
 use crate::rng::Rngs;
+use crate::validate::{self, Checks, Validation};
 
 /// The null class that replaces every label in the guidance model's pass (hard-coded in the
 /// reference, quirk Q10).
@@ -56,58 +65,102 @@ pub use crate::networks::NULL_CLASS;
 pub const MAX_SAMPLING_STEPS: i64 = (grid::MAX_GRID_POINTS as i64) - 3;
 
 /// An interface applied to a backbone: what the reference calls `net` in a sampler
-/// (`net.pred(x, t, ...)`, `net.score(x, t, ...)`).
-#[derive(Clone, Copy)]
-pub struct Model<'a> {
-    /// The interface whose `pred` (and `score`) the sampler integrates.
-    pub interface: &'a dyn Interface,
+/// (`net.pred(x, t, ...)`, `net.score(x, t, ...)`). `I` is the interface's type, or a trait
+/// object of the capability a sampler needs (`dyn Interface`, `dyn Score`,
+/// `dyn AverageVelocity`).
+pub struct Model<'a, I: ?Sized + 'a = dyn Interface + 'a> {
+    /// The interface whose `pred` (and `score`, or `u`) the sampler integrates.
+    pub interface: &'a I,
     /// The backbone the interface calls.
     pub net: &'a dyn Backbone,
 }
 
-impl std::fmt::Debug for Model<'_> {
+impl<I: ?Sized> Clone for Model<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I: ?Sized> Copy for Model<'_, I> {}
+
+impl<I: Interface + ?Sized> std::fmt::Debug for Model<'_, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model").field("interface", &self.interface.name()).finish_non_exhaustive()
     }
 }
 
-impl<'a> Model<'a> {
+impl<'a, I: Interface + ?Sized> Model<'a, I> {
     /// Pairs an interface with a backbone.
-    pub fn new(interface: &'a dyn Interface, net: &'a dyn Backbone) -> Self {
+    pub fn new(interface: &'a I, net: &'a dyn Backbone) -> Self {
         Model { interface, net }
     }
 
-    /// `interface.pred(net, x, t, r, y)`.
-    pub fn pred(&self, x: &Tensor, t: &Tensor, r: Option<&Tensor>, y: Option<&Tensor>) -> Result<Tensor> {
-        self.interface.pred(self.net, x, t, r, y)
-    }
-
-    /// `interface.score(net, x, t, None, y)`.
-    pub fn score(&self, x: &Tensor, t: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
-        self.interface.score(self.net, x, t, None, y)
+    /// `interface.pred(net, x, t, cond)`.
+    pub fn pred(&self, x: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        self.interface.pred(self.net, x, t, cond)
     }
 }
 
-/// What stays fixed over one sampling run: the model, the guidance model and scale, the labels.
-#[derive(Debug, Clone, Copy)]
-pub struct SampleArgs<'a> {
+impl<I: Score + ?Sized> Model<'_, I> {
+    /// `interface.score(net, x, t, cond)`.
+    pub fn score(&self, x: &Tensor, t: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        self.interface.score(self.net, x, t, cond)
+    }
+}
+
+impl<I: AverageVelocity + ?Sized> Model<'_, I> {
+    /// The average velocity `interface.average_velocity(net, x, t, r, cond)`.
+    pub fn u(&self, x: &Tensor, t: Time<'_>, r: Time<'_>, cond: Cond<'_>) -> Result<Tensor> {
+        self.interface.average_velocity(self.net, x, t, r, cond)
+    }
+}
+
+/// What stays fixed over one sampling run: the model, the guidance model and scale, the
+/// conditioning (labels, and whatever else the network is passed).
+pub struct SampleArgs<'a, I: ?Sized + 'a = dyn Interface + 'a> {
     /// The (conditional) model.
-    pub model: Model<'a>,
+    pub model: Model<'a, I>,
     /// The guidance model; `None` means `model` itself (the reference's `g_net = net`).
-    pub g_model: Option<Model<'a>>,
+    pub g_model: Option<Model<'a, I>>,
     /// The guidance scale `w` (`1`: no guidance, the guidance model is not called).
     pub guidance_scale: f64,
-    /// Class labels `[B]`, or `None` for the null class.
-    pub y: Option<&'a Tensor>,
+    /// The conditioning: class labels `cond.y` (`[B]`, or `None` for the null class) and any
+    /// other inputs passed to every forward.
+    pub cond: Cond<'a>,
 }
 
-impl<'a> SampleArgs<'a> {
-    /// Bundles the arguments; errors unless `guidance_scale` is finite.
-    pub fn new(model: Model<'a>, g_model: Option<Model<'a>>, guidance_scale: f64, y: Option<&'a Tensor>) -> Result<Self> {
+impl<I: ?Sized> Clone for SampleArgs<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I: ?Sized> Copy for SampleArgs<'_, I> {}
+
+impl<I: Interface + ?Sized> std::fmt::Debug for SampleArgs<'_, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleArgs").field("model", &self.model).field("guidance_scale", &self.guidance_scale).finish_non_exhaustive()
+    }
+}
+
+impl<'a, I: ?Sized> SampleArgs<'a, I> {
+    /// Bundles the arguments with labels `y`; errors unless `guidance_scale` is finite.
+    pub fn new(model: Model<'a, I>, g_model: Option<Model<'a, I>>, guidance_scale: f64, y: Option<&'a Tensor>) -> Result<Self> {
+        Self::with_cond(model, g_model, guidance_scale, Cond::labels(y))
+    }
+
+    /// Bundles the arguments with the conditioning `cond`; errors unless `guidance_scale` is
+    /// finite.
+    pub fn with_cond(model: Model<'a, I>, g_model: Option<Model<'a, I>>, guidance_scale: f64, cond: Cond<'a>) -> Result<Self> {
         if !guidance_scale.is_finite() {
             return Err(Error::invalid("guidance_scale", "a finite scale", guidance_scale));
         }
-        Ok(SampleArgs { model, g_model, guidance_scale, y })
+        Ok(SampleArgs { model, g_model, guidance_scale, cond })
+    }
+
+    /// The labels (`None`: the null class).
+    pub fn y(&self) -> Option<&'a Tensor> {
+        self.cond.y
     }
 
     /// Whether guidance is off (`w == 1`, the reference's `nnx.cond(guidance_scale == 1., ...)`).
@@ -116,24 +169,24 @@ impl<'a> SampleArgs<'a> {
     }
 
     /// The guidance model (`model` when none was given).
-    pub fn guide(&self) -> Model<'a> {
+    pub fn guide(&self) -> Model<'a, I> {
         self.g_model.unwrap_or(self.model)
     }
 
     /// The labels of the guidance pass: every label replaced by [`NULL_CLASS`]; absent labels
     /// stay absent (the backbone reads absent labels as the null class).
     pub fn null_labels(&self) -> Result<Option<Tensor>> {
-        self.y.map(|y| Ok(y.f_full_like(NULL_CLASS)?)).transpose()
+        self.cond.y.map(|y| Ok(y.f_full_like(NULL_CLASS)?)).transpose()
     }
 
     /// Classifier-free guidance of a conditional slope `d`: `g + w (d - g)`, where `g` is
-    /// computed by `slope` on the guidance model with the given labels. Returns `d` itself
-    /// (without calling the guidance model) when unguided.
-    pub fn blend(&self, d: &Tensor, guide_labels: Option<&Tensor>, slope: impl FnOnce(Model<'a>, Option<&Tensor>) -> Result<Tensor>) -> Result<Tensor> {
+    /// computed by `slope` on the guidance model with the conditioning's labels replaced by
+    /// `guide_labels`. Returns `d` itself (without calling the guidance model) when unguided.
+    pub fn blend(&self, d: &Tensor, guide_labels: Option<&Tensor>, slope: impl FnOnce(Model<'a, I>, Cond<'_>) -> Result<Tensor>) -> Result<Tensor> {
         if self.unguided() {
             return Ok(d.shallow_clone());
         }
-        let g = slope(self.guide(), guide_labels)?;
+        let g = slope(self.guide(), self.cond.with_labels(guide_labels))?;
         Ok(g.f_add(&d.f_sub(&g)?.f_mul_scalar(self.guidance_scale)?)?)
     }
 }
@@ -183,10 +236,7 @@ impl SamplerConfig {
     }
 }
 
-/// One sampler: a grid, a step, a last step and the loop.
-///
-/// Implementors provide [`Sampler::forward`] and [`Sampler::last_step`]; the loop
-/// [`Sampler::sample`] and the grid [`Sampler::timegrid`] are shared.
+/// What every sampler has: a name, a step count and a time grid.
 pub trait Sampler {
     /// The reference's name (`euler`, `heun`, `euler-maruyama`, `euler_jump`).
     fn name(&self) -> &'static str;
@@ -202,13 +252,47 @@ pub trait Sampler {
     fn timegrid(&self) -> Result<Vec<f32>> {
         self.grid().points(self.num_sampling_steps() as usize + 1)
     }
+}
 
+/// A sampler of models of kind `I`: a step, a last step and the loop.
+///
+/// Implementors provide [`Sample::forward`] and [`Sample::last_step`]; the loop
+/// [`Sample::sample`] is shared. Each sampler implements it for the models it can integrate
+/// (the bound on `I`): any [`Interface`] (Euler, Heun), a [`Score`] (Euler-Maruyama), an
+/// [`AverageVelocity`] (Euler-jump). A model without what the sampler needs does not compile:
+///
+/// ```compile_fail,E0277
+/// use diffuse_spec::interfaces::{SiT, SiTConfig};
+/// use diffuse_spec::networks::ProbeMlp;
+/// use diffuse_spec::rng::Rngs;
+/// use diffuse_spec::samplers::{EulerJump, GridKind, Model, Sample, SamplerConfig};
+///
+/// // Euler-jump needs an average velocity u(x, t, r); SiT has none.
+/// fn jump(sit: &SiT, net: &ProbeMlp, x: &tch::Tensor) -> diffuse_spec::Result<tch::Tensor> {
+///     let s = EulerJump::new(SamplerConfig::new(2, GridKind::Uniform), Default::default())?;
+///     s.sample(&mut Rngs::with_default(0), Model::new(sit, net), x, None, 1.0, None)
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// use diffuse_spec::interfaces::Sct;
+/// use diffuse_spec::networks::ProbeMlp;
+/// use diffuse_spec::rng::Rngs;
+/// use diffuse_spec::samplers::{EulerMaruyama, GridKind, Model, Sample, SamplerConfig};
+///
+/// // Euler-Maruyama needs a score; a consistency model has none.
+/// fn sde(sct: &Sct, net: &ProbeMlp, x: &tch::Tensor) -> diffuse_spec::Result<tch::Tensor> {
+///     let s = EulerMaruyama::new(SamplerConfig::new(2, GridKind::Uniform), Default::default())?;
+///     s.sample(&mut Rngs::with_default(0), Model::new(sct, net), x, None, 1.0, None)
+/// }
+/// ```
+pub trait Sample<I: ?Sized = dyn Interface>: Sampler {
     /// One integration step from `t_curr` to `t_next` (a step that is not the last).
-    fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor>;
+    fn forward(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_next: f32) -> Result<Tensor>;
 
     /// The last step, from the grid's second-to-last point to its last (where the model is
     /// never evaluated: `t = 0` is outside every interface's domain, quirk Q12).
-    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor>;
+    fn last_step(&self, rngs: &mut Rngs, args: &SampleArgs<'_, I>, x: &Tensor, t_curr: f32, t_last: f32) -> Result<Tensor>;
 
     /// The reference's `sample(rng, net, x, g_net, guidance_scale, y=...)`: from the initial
     /// noise `x` (`[B, ...]`, float32, unit variance; it is scaled by the grid's first point,
@@ -217,9 +301,16 @@ pub trait Sampler {
     /// `rngs`: the sampler's streams (the reference's `nnx.Rngs(seed)`); stochastic samplers
     /// draw from its `default` stream, one draw per non-last step. `g_model`: the guidance
     /// model (`None`: `model`). `y`: labels `[B]` or `None` (null class).
-    fn sample(&self, rngs: &mut Rngs, model: Model<'_>, x: &Tensor, g_model: Option<Model<'_>>, guidance_scale: f64, y: Option<&Tensor>) -> Result<Tensor> {
-        check_data(x, y)?;
-        let args = SampleArgs::new(model, g_model, guidance_scale, y)?;
+    fn sample(&self, rngs: &mut Rngs, model: Model<'_, I>, x: &Tensor, g_model: Option<Model<'_, I>>, guidance_scale: f64, y: Option<&Tensor>) -> Result<Tensor> {
+        self.sample_with(rngs, model, x, g_model, guidance_scale, Cond::labels(y))
+    }
+
+    /// [`Sample::sample`] with any conditioning (labels and extra inputs of the network,
+    /// passed to every forward; the guidance pass replaces the labels by the null class).
+    fn sample_with(&self, rngs: &mut Rngs, model: Model<'_, I>, x: &Tensor, g_model: Option<Model<'_, I>>, guidance_scale: f64, cond: Cond<'_>) -> Result<Tensor> {
+        // Shapes here; the values of `x` are checked by the model's first call, at its level.
+        validate::data(&mut Checks::new(Validation::Cheap), x, cond.y)?;
+        let args = SampleArgs::with_cond(model, g_model, guidance_scale, cond)?;
         let grid = self.timegrid()?;
         let n = grid.len();
         if n < 2 {
@@ -306,13 +397,35 @@ impl AnySampler {
         })
     }
 
-    /// The sampler behind the trait.
+    /// The sampler behind the trait (its name and grid).
     pub fn as_sampler(&self) -> &dyn Sampler {
         match self {
             AnySampler::Euler(s) => s,
             AnySampler::Heun(s) => s,
             AnySampler::EulerMaruyama(s) => s,
             AnySampler::EulerJump(s) => s,
+        }
+    }
+
+    /// Samples with `interface` on `net`, the guidance model being the model itself (see
+    /// [`Sample::sample`]). The interface must have what the sampler needs: a score for
+    /// Euler-Maruyama, an average velocity for Euler-jump; otherwise [`Error::Unsupported`].
+    pub fn sample(&self, rngs: &mut Rngs, interface: &AnyInterface, net: &dyn Backbone, x: &Tensor, guidance_scale: f64, y: Option<&Tensor>) -> Result<Tensor> {
+        let missing = |what: &str| Error::Unsupported {
+            what: format!("{} with the {} interface", self.as_sampler().name(), interface.name()),
+            why: format!("the sampler needs {what}, which this interface does not have"),
+        };
+        match self {
+            AnySampler::Euler(s) => s.sample(rngs, Model::new(interface.interface(), net), x, None, guidance_scale, y),
+            AnySampler::Heun(s) => s.sample(rngs, Model::new(interface.interface(), net), x, None, guidance_scale, y),
+            AnySampler::EulerMaruyama(s) => {
+                let i = interface.as_score().ok_or_else(|| missing("a score"))?;
+                s.sample(rngs, Model::new(i, net), x, None, guidance_scale, y)
+            }
+            AnySampler::EulerJump(s) => {
+                let i = interface.as_average_velocity().ok_or_else(|| missing("an average velocity u(x, t, r)"))?;
+                s.sample(rngs, Model::new(i, net), x, None, guidance_scale, y)
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use tch::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::jvp::JvpBackend;
 use crate::golden::Case;
-use crate::interfaces::{Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, RepaConfig, SiT, SiTConfig, PROJECTOR_PREFIX};
+use crate::interfaces::{AnyInterface, Edm, EdmConfig, MeanFlow, MeanFlowConfig, Projector, RepaConfig, SiT, SiTConfig, PROJECTOR_PREFIX};
 use crate::networks::{Backbone, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
 use crate::rng::Rngs;
 
@@ -38,29 +38,29 @@ pub fn settings<T: DeserializeOwned>(case: &Case, block: &str, s: Map<String, Va
 }
 
 /// The interface of a case, or `NotImplemented` for interfaces not built yet.
-pub fn interface(case: &Case) -> Result<Box<dyn Interface>> {
+pub fn interface(case: &Case) -> Result<AnyInterface> {
     interface_with(case, None)
 }
 
 /// Like [`interface`], with MeanFlow's JVP backend overridden when `jvp` is given.
-pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<Box<dyn Interface>> {
+pub fn interface_with(case: &Case, jvp: Option<JvpBackend>) -> Result<AnyInterface> {
     interface_on(case, jvp, Device::Cpu)
 }
 
 /// Like [`interface_with`], with the arrays an interface owns (sCT / sCD's log-variance
 /// head, sCD's teacher) placed on `device`.
-pub fn interface_on(case: &Case, jvp: Option<JvpBackend>, device: Device) -> Result<Box<dyn Interface>> {
+pub fn interface_on(case: &Case, jvp: Option<JvpBackend>, device: Device) -> Result<AnyInterface> {
     let (ty, s) = typed_block(case, "interface")?;
     Ok(match ty.as_str() {
         "sct" | "scd" => super::consistency::interface(case, &ty, s, jvp, device)?,
-        "sit" => Box::new(SiT::new(settings::<SiTConfig>(case, "interface", s)?)?),
-        "edm" => Box::new(Edm::new(settings::<EdmConfig>(case, "interface", s)?)?),
+        "sit" => SiT::new(settings::<SiTConfig>(case, "interface", s)?)?.into(),
+        "edm" => Edm::new(settings::<EdmConfig>(case, "interface", s)?)?.into(),
         "mean_flow" => {
             let mut cfg = settings::<MeanFlowConfig>(case, "interface", s)?;
             if let Some(b) = jvp {
                 cfg.jvp = b;
             }
-            Box::new(MeanFlow::new(cfg)?)
+            MeanFlow::new(cfg)?.into()
         }
         other => {
             return Err(case.error(
@@ -137,7 +137,7 @@ pub fn feature_width(case: &Case) -> Result<i64> {
     s.get(key).and_then(Value::as_i64).ok_or_else(|| case.error(Some("case.json"), format!("`network.{key}` missing or not an integer")))
 }
 
-/// The backbone of a case, built from its files, in train mode.
+/// The backbone of a case, built from its files.
 pub fn network(case: &Case, device: Device) -> Result<Box<dyn Backbone>> {
     let (ty, s) = typed_block(case, "network")?;
     match ty.as_str() {

@@ -23,7 +23,8 @@ pub fn shift_name(s: f64) -> String {
 /// Replays the case.
 pub fn run(case: &Case, device: Device) -> Result<Computed> {
     let c: CoefCase = case.settings()?;
-    let iface = build::interface(case)?;
+    let any = build::interface(case)?;
+    let iface = any.as_preconditioning();
     let t = case.tensor("in.t", "<f4", None, device)?;
     let t_unit = case.tensor("in.t_unit", "<f4", None, device)?;
     let mut out = Computed::new();

@@ -20,7 +20,7 @@ use tch::Device;
 use super::build::settings;
 use crate::error::{Error, Result};
 use crate::golden::Case;
-use crate::interfaces::{Edm, EdmConfig, Interface, LogVarHead, MeanFlow, MeanFlowConfig, Scd, ScdConfig, Sct, SctConfig, SiT, SiTConfig, Teacher, TeacherConvention};
+use crate::interfaces::{AnyInterface, Edm, EdmConfig, LogVarHead, MeanFlow, MeanFlowConfig, Scd, ScdConfig, Sct, SctConfig, SiT, SiTConfig, Teacher, TeacherConvention};
 use crate::jvp::JvpBackend;
 use crate::networks::{Backbone, ProbeMlp, ProbeMlpConfig};
 
@@ -102,7 +102,7 @@ fn teacher(case: &Case, device: Device) -> Result<Teacher> {
 }
 
 /// The sCT / sCD interface of a case (`ty` is `sct` or `scd`, `s` its settings).
-pub fn interface(case: &Case, ty: &str, s: Map<String, Value>, jvp: Option<JvpBackend>, device: Device) -> Result<Box<dyn Interface>> {
+pub fn interface(case: &Case, ty: &str, s: Map<String, Value>, jvp: Option<JvpBackend>, device: Device) -> Result<AnyInterface> {
     let step = step(case)?;
     if ty == "sct" {
         let mut cfg: SctConfig = settings(case, "interface", s)?;
@@ -111,14 +111,14 @@ pub fn interface(case: &Case, ty: &str, s: Map<String, Value>, jvp: Option<JvpBa
         }
         let mut i = Sct::new(cfg, head(case, device)?)?;
         i.set_step(step);
-        Ok(Box::new(i))
+        Ok(i.into())
     } else {
         let mut cfg: ScdConfig = settings(case, "interface", s)?;
         if let Some(b) = jvp {
-            cfg.jvp = b;
+            cfg.sct.jvp = b;
         }
         let mut i = Scd::new(cfg, head(case, device)?, teacher(case, device)?)?;
         i.set_step(step);
-        Ok(Box::new(i))
+        Ok(i.into())
     }
 }

@@ -13,7 +13,8 @@ use tch::{Kind, Tensor};
 use super::{build, Computed, ReplayOptions, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case, CaseKind};
-use crate::interfaces::Repa;
+use crate::interfaces::{Interface, Repa};
+use crate::networks::Cond;
 
 #[derive(Debug, Deserialize)]
 struct LossCase {
@@ -36,22 +37,21 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
     let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
     let x = case.tensor("in.x", "<f4", Some(&shape), device)?;
     let y = case.opt_tensor("in.y", "<i4", Some(&shape[..1]), device)?;
-    net.set_train(true);
     let mut out = Computed::new();
     let mut params = net.parameters();
     // Parameters the interface owns (sCT / sCD's log-variance head).
     params.extend(iface.parameters());
     let loss = if c.repa.is_some() {
         let (cfg, projector) = build::projector(case, build::feature_width(case)?, device)?;
-        let repa = Repa::new(cfg, iface, projector)?;
+        let repa = Repa::new(cfg, Box::new(iface), projector)?;
         let x_feature = case.tensor("in.x_feature", "<f4", None, device)?;
-        let o = repa.loss(net.as_ref(), &x, &x_feature, y.as_ref(), &mut rngs)?;
+        let o = repa.loss(net.as_ref(), &x, &x_feature, Cond::labels(y.as_ref()), &mut rngs)?;
         out.insert("out.diffusion_loss".into(), Array::from_tensor(&o.diffusion_loss)?);
         out.insert("out.repa_loss".into(), Array::from_tensor(&o.repa_loss)?);
         params.extend(repa.parameters());
         o.loss
     } else {
-        let o = iface.loss(net.as_ref(), &x, y.as_ref(), &mut rngs)?;
+        let o = iface.loss(net.as_ref(), &x, Cond::labels(y.as_ref()), &mut rngs)?;
         out.insert("out.t".into(), Array::from_tensor(&o.t)?);
         if let Some(r) = &o.r {
             out.insert("out.r".into(), Array::from_tensor(r)?);

@@ -17,6 +17,7 @@ use crate::rng::Draw;
 pub mod build;
 pub mod coefficients;
 mod consistency;
+mod encoder;
 mod loss;
 mod network;
 mod pred;
@@ -68,6 +69,7 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
         CaseKind::Pred => pred::run(case, device).map(Replayed::from),
         CaseKind::Sampler => sampler::run(case, device),
         CaseKind::Network => network::run(case, device).map(Replayed::from),
+        CaseKind::Encoder => encoder::run(case, device).map(Replayed::from),
     }
     .map_err(|e| match e {
         Error::Case { .. } | Error::NotImplemented(_) => e,

@@ -1,12 +1,14 @@
-//! Replay of kind `pred`: `pred(x_t, t, y)` and `score(x_t, t, y)` (MeanFlow adds `in.r`).
-//! An interface without a score (sCT, sCD refuse it) is checked on `pred` alone when the
-//! case carries no `out.score`.
+//! Replay of kind `pred`: `pred(x_t, t, y)` and `score(x_t, t, y)`; with `in.r` (MeanFlow)
+//! `out.pred` is the average velocity `u(x_t, t, r)`. An interface without a score (sCT,
+//! sCD have none) is checked on `pred` alone when the case carries no `out.score`.
 
 use tch::Device;
 
 use super::{build, Computed};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case};
+use crate::interfaces::{Interface, Time};
+use crate::networks::Cond;
 
 /// Replays the case.
 pub fn run(case: &Case, device: Device) -> Result<Computed> {
@@ -18,14 +20,21 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
     let y = case.opt_tensor("in.y", "<i4", Some(&[b]), device)?;
     let r = case.opt_tensor("in.r", "<f4", Some(&[b]), device)?;
     let mut out = Computed::new();
-    let pred = iface.pred(net.as_ref(), &x_t, &t, r.as_ref(), y.as_ref())?;
-    out.insert("out.pred".into(), Array::from_tensor(&pred)?);
-    match iface.score(net.as_ref(), &x_t, &t, r.as_ref(), y.as_ref()) {
-        Ok(score) => {
-            out.insert("out.score".into(), Array::from_tensor(&score)?);
+    let cond = Cond::labels(y.as_ref());
+    let pred = match &r {
+        Some(r) => {
+            let u = iface.as_average_velocity().ok_or_else(|| case.error(Some("in.r.npy"), format!("an interval start r for the {} interface, which has no average velocity", iface.name())))?;
+            u.average_velocity(net.as_ref(), &x_t, Time::Batch(&t), Time::Batch(r), cond)?
         }
-        Err(Error::Unsupported { .. }) if !case.has("out.score") => {}
-        Err(e) => return Err(e),
+        None => iface.pred(net.as_ref(), &x_t, Time::Batch(&t), cond)?,
+    };
+    out.insert("out.pred".into(), Array::from_tensor(&pred)?);
+    match iface.as_score() {
+        Some(s) => {
+            out.insert("out.score".into(), Array::from_tensor(&s.score(net.as_ref(), &x_t, Time::Batch(&t), cond)?)?);
+        }
+        None if !case.has("out.score") => {}
+        None => return Err(Error::Unsupported { what: format!("score of the {} interface", iface.name()), why: "it has none".into() }),
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use super::{build, Computed, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case};
 use crate::rng::Rngs;
-use crate::samplers::{AnySampler, Model};
+use crate::samplers::AnySampler;
 
 #[derive(Debug, serde::Deserialize)]
 struct SamplerCase {
@@ -27,18 +27,15 @@ pub fn run(case: &Case, device: Device) -> Result<Replayed> {
     let c: SamplerCase = case.settings()?;
     let (ty, s) = build::typed_block(case, "sampler")?;
     let sampler = AnySampler::from_settings(&ty, &s).map_err(|e| case.error(Some("case.json"), format!("`sampler`: {e}")))?;
-    let sampler = sampler.as_sampler();
     let iface = build::interface(case)?;
     let net = build::network(case, device)?;
-    net.set_train(false);
     let x = case.tensor("in.x", "<f4", None, device)?;
     let b = x.size().first().copied().unwrap_or(0) as usize;
     let y = case.opt_tensor("in.y", "<i4", Some(&[b]), device)?;
     let mut rngs = Rngs::with_default(c.rng_seed);
     rngs.start_recording();
-    let grid = sampler.timegrid()?;
-    let model = Model::new(iface.as_ref(), net.as_ref());
-    let x_final = tch::no_grad(|| sampler.sample(&mut rngs, model, &x, None, c.guidance_scale, y.as_ref()))?;
+    let grid = sampler.as_sampler().timegrid()?;
+    let x_final = tch::no_grad(|| sampler.sample(&mut rngs, &iface, net.as_ref(), &x, c.guidance_scale, y.as_ref()))?;
     let mut out = Computed::new();
     out.insert("out.timegrid".into(), Array::f32(vec![grid.len()], grid)?);
     out.insert("out.x_final".into(), Array::from_tensor(&x_final)?);
