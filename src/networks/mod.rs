@@ -9,10 +9,11 @@
 //! aligns. Each backbone declares the conditioning it takes ([`Backbone::accepts`]); giving
 //! it anything else is an error naming the input ([`Backbone::call`]).
 //!
-//! Networks: [`ProbeMlp`] (the tiny golden-case probe) and [`Dit`] (the reference DiT);
-//! [`VarStoreBackbone`] makes any `tch::nn` network a backbone; [`weights`] loads parameters
-//! by reference module path from `.npy` files or `.safetensors`.
+//! Networks: [`ProbeMlp`] (the tiny golden-case probe) and [`Dit`] (the reference DiT), its
+//! embedders, patching and modulation in `common.rs`; [`VarStoreBackbone`] makes any `tch::nn` network a backbone; [`weights`]
+//! loads parameters by reference module path from `.npy` files or `.safetensors`.
 
+mod common;
 mod dit;
 mod probe;
 mod varstore;
@@ -22,7 +23,8 @@ mod varstore;
 pub const NULL_CLASS: i64 = 1000;
 pub mod weights;
 
-pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
+pub use common::{sincos_pos_embed_2d, Attention, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
+pub use dit::{Dit, DitConfig};
 pub use probe::{ProbeMlp, ProbeMlpConfig};
 pub use varstore::VarStoreBackbone;
 pub use weights::Weights;
