@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::jvp::JvpBackend;
 use crate::golden::Case;
 use crate::interfaces::{AnyInterface, Edm, EdmConfig, MeanFlow, MeanFlowConfig, Projector, RepaConfig, SiT, SiTConfig, PROJECTOR_PREFIX};
-use crate::networks::{Backbone, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
+use crate::networks::{Backbone, Dit, DitConfig, LightningDit, LightningDitConfig, ProbeMlp, ProbeMlpConfig};
 use crate::rng::Rngs;
 
 /// Keys of a settings block that are metadata, not settings (golden-format.md).
@@ -109,6 +109,15 @@ pub fn dit(case: &Case, device: Device) -> Result<Dit> {
     Dit::from_params(cfg, params, buffers).map_err(|e| case.error(None, e.to_string()))
 }
 
+/// The `lightning_dit` network of a case (settings from `network`, arrays from `param.*` /
+/// `buffer.*`).
+pub fn lightning_dit(case: &Case, device: Device) -> Result<LightningDit> {
+    let (_, s) = typed_block(case, "network")?;
+    let cfg: LightningDitConfig = settings(case, "network", s)?;
+    let (params, buffers) = (params(case, device)?, buffers(case, device)?);
+    LightningDit::from_params(cfg, params, buffers).map_err(|e| case.error(None, e.to_string()))
+}
+
 /// The REPA settings (`repa` block) and projector (`param.projector.*`) of a case, for
 /// features of width `hidden`.
 pub fn projector(case: &Case, hidden: i64, device: Device) -> Result<(RepaConfig, Projector)> {
@@ -126,12 +135,12 @@ pub fn projector(case: &Case, hidden: i64, device: Device) -> Result<(RepaConfig
 }
 
 /// The width of the network's features (what a REPA projector takes): `hidden` for
-/// `probe_mlp`, `hidden_size` for `dit`.
+/// `probe_mlp`, `hidden_size` for `dit` and `lightning_dit`.
 pub fn feature_width(case: &Case) -> Result<i64> {
     let (ty, s) = typed_block(case, "network")?;
     let key = match ty.as_str() {
         "probe_mlp" => "hidden",
-        "dit" => "hidden_size",
+        "dit" | "lightning_dit" => "hidden_size",
         other => return Err(case.error(Some("case.json"), format!("no known feature width for network `{other}`"))),
     };
     s.get(key).and_then(Value::as_i64).ok_or_else(|| case.error(Some("case.json"), format!("`network.{key}` missing or not an integer")))
@@ -149,9 +158,10 @@ pub fn network(case: &Case, device: Device) -> Result<Box<dyn Backbone>> {
             Ok(Box::new(ProbeMlp::new(cfg, params, freqs).map_err(|e| case.error(None, e.to_string()))?))
         }
         "dit" => Ok(Box::new(dit(case, device)?)),
+        "lightning_dit" => Ok(Box::new(lightning_dit(case, device)?)),
         other => Err(case.error(
             Some("case.json"),
-            Error::Unknown { what: "network".into(), name: other.into(), known: "probe_mlp, dit".into() }.to_string(),
+            Error::Unknown { what: "network".into(), name: other.into(), known: "probe_mlp, dit, lightning_dit".into() }.to_string(),
         )),
     }
 }
