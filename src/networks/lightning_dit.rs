@@ -55,6 +55,32 @@
 //! double-backward formulas, so MeanFlow's JVP runs with both backends. As in the DiT, a `dt`
 //! or `gw` given to a network that does not take it is refused, and labels outside the class
 //! table read NaN (Q10).
+//!
+//! Loading and training (the settings as the reference's config names them; a checkpoint by
+//! reference path, in `.safetensors` or a directory of `param.<path>.npy`):
+//!
+//! ```
+//! # fn main() -> diffuse_spec::Result<()> {
+//! use diffuse_spec::interfaces::{Interface, MeanFlow, MeanFlowConfig};
+//! use diffuse_spec::networks::{Cond, LightningDit, LightningDitConfig};
+//! use diffuse_spec::rng::Rngs;
+//! use tch::{Device, Kind};
+//!
+//! let cfg: LightningDitConfig = serde_json::from_str(r#"{
+//!     "input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 2, "num_heads": 4,
+//!     "swiglu": true, "use_rope": true, "rms_norm": true, "adaln_shift": true, "take_dt": true}"#).unwrap();
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("lightning.safetensors");
+//! # LightningDit::init(cfg.clone(), 0, Device::Cpu)?.weights().write_safetensors(&path)?;
+//! let net = LightningDit::load_safetensors(cfg, &path, Device::Cpu)?; // buffers computed if absent
+//! let mf = MeanFlow::new(MeanFlowConfig::default())?;
+//! let mut rngs = Rngs::new(&[("time", 1), ("noise", 2), ("label_dropout", 3)])?;
+//! let x = rngs.normal("noise", &[2, 8, 8, 4], Device::Cpu)?;
+//! let out = mf.loss(&net, &x, Cond::labels(Some(&tch::Tensor::from_slice(&[3i64, 7]))), &mut rngs)?;
+//! out.loss.mean(Kind::Float).backward();
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::Path;
