@@ -81,7 +81,7 @@ test: torch-env spec-env notorch
 	$(MAKE) --no-print-directory port
 
 fixtures: spec-env build
-	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --out ../fixtures/v1
+	cd spec && $(SPEC_VENV)/bin/python -m diffuse_spec_ref.export --jobs 2 --out ../fixtures/v1
 	./target/release/diffuse-spec manifest fixtures
 
 manifest: build

@@ -24,6 +24,7 @@
 pub mod encoders;
 pub mod error;
 pub mod golden;
+pub mod kinds;
 #[cfg(feature = "torch")]
 pub mod interfaces;
 #[cfg(feature = "torch")]

@@ -93,7 +93,7 @@ fn wrong_value_fails_with_worst_element() {
     let d = t.key0("value");
     Array::u32(vec![2], vec![0, 1]).unwrap().write_npy(&d.join("out.0.npy")).unwrap();
     let rows = check(&d);
-    assert_status(&rows, Status::Fail, "worst ulp at [1]");
+    assert_status(&rows, Status::Fail, "worst at [1]");
 }
 
 #[test]

@@ -100,12 +100,12 @@ fn check_verifies_the_manifest_first_and_exits_nonzero() {
     let edited = fs::read_to_string(&p).unwrap().replace("\"seed\": 0", "\"seed\": 0 ");
     fs::write(&p, edited).unwrap();
     let (code, out, _) = run(&["check", fx.join("v1").to_str().unwrap()]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 3, "a manifest mismatch is an ERROR row, exit 3: {out}");
     let row = out.lines().find(|l| l.contains("v1/a/case.json")).unwrap_or_else(|| panic!("no row names the file:\n{out}"));
     assert!(row.contains("ERROR") && row.contains("differs from the manifest"), "{row}");
     // JSON lines carry the same row.
     let (code, out, _) = run(&["check", "--json", fx.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(out.lines().any(|l| l.contains("\"quantity\":\"v1/a/case.json\"") && l.contains("\"status\":\"error\"")), "{out}");
 }
 

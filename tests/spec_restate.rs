@@ -90,7 +90,7 @@ fn exporter_reproduces_every_fixture() {
     let Some(py) = spec_python() else { return };
     let out = tempfile::tempdir().unwrap();
     let root = out.path().join("v1");
-    let st = Command::new(&py).current_dir(spec_dir()).args(["-m", "diffuse_spec_ref.export", "--out"]).arg(&root).status().unwrap();
+    let st = Command::new(&py).current_dir(spec_dir()).args(["-m", "diffuse_spec_ref.export", "--jobs", "2", "--out"]).arg(&root).status().unwrap();
     assert!(st.success(), "the exporter failed");
     let fixtures = common::fixtures();
     let names = |r: &Path| -> Vec<String> { golden::discover(r).unwrap().iter().map(|c| c.file_name().unwrap().to_string_lossy().into_owned()).collect() };

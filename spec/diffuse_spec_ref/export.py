@@ -87,13 +87,32 @@ def _dir_size(p: pathlib.Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+def _compute_area(job):
+    """``(area, cases)`` of one area, its draws recorded (in a worker process with ``--jobs``)."""
+    area, only, reference = job
+    if reference:
+        use_reference(reference)
+    from .areas import load_areas
+    from .draws import add_draws
+
+    mod = load_areas([area], quiet=True)[area]
+    cases = mod.fixture_cases()
+    for case in cases:
+        if only is None or only in case.name:
+            add_draws(case, mod.recompute)
+    return area, cases
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m diffuse_spec_ref.export", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=pathlib.Path, help="fixtures root, e.g. ../fixtures/v1")
     ap.add_argument("--only", default=None, help="write only cases whose name contains this")
     ap.add_argument("--area", action="append", default=None, help="export only this area (repeatable)")
     ap.add_argument("--reference", default=None, help="path holding diffuse_nnx's interfaces/ and samplers/")
+    ap.add_argument("--jobs", type=int, default=1, help="areas computed in parallel processes (the output is the same)")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        raise SystemExit("--jobs wants a positive number")
 
     import jax
 
@@ -103,7 +122,6 @@ def main(argv=None) -> int:
     swapped = use_reference(args.reference) if args.reference else []
     from .areas import AREAS, load_areas
     from .case import write_case
-    from .draws import add_draws
 
     unknown = sorted(set(args.area or []) - set(AREAS))
     if unknown:
@@ -114,8 +132,17 @@ def main(argv=None) -> int:
     manifest = _load_manifest(out)
     written = {}
     names_seen = {}
-    for area, mod in load_areas(args.area).items():
-        cases = mod.fixture_cases()
+    areas = list(load_areas(args.area))
+    if args.jobs == 1:
+        results = map(_compute_area, [(a, args.only, args.reference) for a in areas])
+        pool = None
+    else:
+        import multiprocessing
+
+        # spawn, not fork: JAX's runtime threads do not survive a fork.
+        pool = multiprocessing.get_context("spawn").Pool(min(args.jobs, len(areas)))
+        results = pool.imap(_compute_area, [(a, args.only, args.reference) for a in areas])
+    for area, cases in results:
         names = [c.name for c in cases]
         for n in names:
             if n in names_seen:
@@ -130,13 +157,15 @@ def main(argv=None) -> int:
         for case in cases:
             if args.only is not None and args.only not in case.name:
                 continue
-            add_draws(case, mod.recompute)
             write_case(out, case)
             count += 1
         written[area] = count
         if args.only is None:
             manifest[area] = names
         print(f"{area}: {count} case(s)")
+    if pool is not None:
+        pool.close()
+        pool.join()
     if args.only is None:
         _write_manifest(out, manifest)
     owned = {n for v in manifest.values() for n in v}

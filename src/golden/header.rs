@@ -14,106 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::case::CaseKind;
+pub use crate::kinds::{InterfaceType, NetworkType, SamplerType};
 use super::tolerance::Tolerance;
 use crate::error::{Error, Result};
-
-/// The interfaces a case can name (`interface.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InterfaceType {
-    /// `sit`: linear flow matching.
-    Sit,
-    /// `edm`: preconditioned denoising.
-    Edm,
-    /// `mean_flow`: average velocity with an exact JVP target.
-    MeanFlow,
-    /// `sct`: consistency training (TrigFlow; the crate's own specification).
-    Sct,
-    /// `scd`: consistency distillation (TrigFlow; the crate's own specification).
-    Scd,
-}
-
-impl InterfaceType {
-    /// Every interface type.
-    pub const ALL: [InterfaceType; 5] = [InterfaceType::Sit, InterfaceType::Edm, InterfaceType::MeanFlow, InterfaceType::Sct, InterfaceType::Scd];
-
-    /// The name written in `case.json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InterfaceType::Sit => "sit",
-            InterfaceType::Edm => "edm",
-            InterfaceType::MeanFlow => "mean_flow",
-            InterfaceType::Sct => "sct",
-            InterfaceType::Scd => "scd",
-        }
-    }
-
-    /// Whether the interface's loss goes through a Jacobian-vector product (looser
-    /// tolerances: the JVP of a network sums twice as many roundings as its forward).
-    pub fn jvp_based(self) -> bool {
-        matches!(self, InterfaceType::MeanFlow | InterfaceType::Sct | InterfaceType::Scd)
-    }
-}
-
-/// The backbones a case can name (`network.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NetworkType {
-    /// `probe_mlp`: the tiny probe network of the format.
-    ProbeMlp,
-    /// `dit`: the reference DiT.
-    Dit,
-    /// `lightning_dit`: the reference LightningDiT.
-    LightningDit,
-}
-
-impl NetworkType {
-    /// Every network type.
-    pub const ALL: [NetworkType; 3] = [NetworkType::ProbeMlp, NetworkType::Dit, NetworkType::LightningDit];
-
-    /// The name written in `case.json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkType::ProbeMlp => "probe_mlp",
-            NetworkType::Dit => "dit",
-            NetworkType::LightningDit => "lightning_dit",
-        }
-    }
-}
-
-/// The samplers a case can name (`sampler.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SamplerType {
-    /// `euler`.
-    Euler,
-    /// `heun`.
-    Heun,
-    /// `euler-maruyama`.
-    EulerMaruyama,
-    /// `euler_jump`.
-    EulerJump,
-}
-
-impl SamplerType {
-    /// Every sampler type.
-    pub const ALL: [SamplerType; 4] = [SamplerType::Euler, SamplerType::Heun, SamplerType::EulerMaruyama, SamplerType::EulerJump];
-
-    /// The name written in `case.json` (the reference's, hyphen and underscore as it spells them).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SamplerType::Euler => "euler",
-            SamplerType::Heun => "heun",
-            SamplerType::EulerMaruyama => "euler-maruyama",
-            SamplerType::EulerJump => "euler_jump",
-        }
-    }
-}
-
-fn parse_named<T: Copy>(all: &[T], name: fn(T) -> &'static str, what: &str, s: &str) -> Result<T> {
-    all.iter().copied().find(|&t| name(t) == s).ok_or_else(|| Error::Unknown {
-        what: what.into(),
-        name: s.into(),
-        known: all.iter().map(|&t| name(t)).collect::<Vec<_>>().join(", "),
-    })
-}
 
 /// The operation of a recorded draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,9 +122,9 @@ impl CaseHeader {
             Error::Case { .. } => e,
             other => Error::case(name, Some("case.json"), other.to_string()),
         };
-        let interface = block_type(name, meta, "interface")?.map(|s| parse_named(&InterfaceType::ALL, InterfaceType::as_str, "interface", s)).transpose().map_err(wrap)?;
-        let network = block_type(name, meta, "network")?.map(|s| parse_named(&NetworkType::ALL, NetworkType::as_str, "network", s)).transpose().map_err(wrap)?;
-        let sampler = block_type(name, meta, "sampler")?.map(|s| parse_named(&SamplerType::ALL, SamplerType::as_str, "sampler", s)).transpose().map_err(wrap)?;
+        let interface = block_type(name, meta, "interface")?.map(InterfaceType::parse).transpose().map_err(wrap)?;
+        let network = block_type(name, meta, "network")?.map(NetworkType::parse).transpose().map_err(wrap)?;
+        let sampler = block_type(name, meta, "sampler")?.map(SamplerType::parse).transpose().map_err(wrap)?;
         let draws = match meta.get("draws") {
             None => None,
             Some(v) => {

@@ -372,7 +372,8 @@ mod tests {
         assert!(c.detail().contains("1 NaN/inf"), "{}", c.detail());
         // The worst element shown is the one outside the tolerance, not the worst-ulp one that
         // the relative tolerance lets pass.
-        let c = compare(&arr(&[100.0, f32::from_bits(1.0f32.to_bits() + 30)]), &arr(&[100.001, 1.0]), Tolerance { max_ulp: 4, ..Tolerance::close(1e-3, 0.0) });
+        // (element 0: millions of ulp, but within atol of the scale 1; element 1: 1 % off.)
+        let c = compare(&arr(&[5e-10, 1.01]), &arr(&[1e-10, 1.0]), Tolerance::close(1e-3, 1e-3));
         assert_eq!((c.passed, c.worst_at.clone(), c.worst_ulp_at.clone()), (false, vec![1], vec![0]));
         // Infinities that agree pass; an infinity against a number does not.
         assert!(compare(&arr(&[f32::INFINITY, f32::NAN]), &arr(&[f32::INFINITY, f32::NAN]), Tolerance::EXACT).passed);

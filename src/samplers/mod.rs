@@ -324,31 +324,7 @@ pub trait Sample<I: ?Sized = dyn Interface>: Sampler {
     }
 }
 
-/// Which sampler (the reference's `type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SamplerType {
-    /// `euler`: [`Euler`].
-    Euler,
-    /// `heun`: [`Heun`].
-    Heun,
-    /// `euler-maruyama`: [`EulerMaruyama`].
-    EulerMaruyama,
-    /// `euler_jump`: [`EulerJump`].
-    EulerJump,
-}
-
-impl SamplerType {
-    /// Parses `euler`, `heun`, `euler-maruyama` or `euler_jump`; anything else is [`Error::Unknown`].
-    pub fn parse(s: &str) -> Result<SamplerType> {
-        match s {
-            "euler" => Ok(SamplerType::Euler),
-            "heun" => Ok(SamplerType::Heun),
-            "euler-maruyama" => Ok(SamplerType::EulerMaruyama),
-            "euler_jump" => Ok(SamplerType::EulerJump),
-            _ => Err(Error::Unknown { what: "sampler".into(), name: s.into(), known: "euler, heun, euler-maruyama, euler_jump".into() }),
-        }
-    }
-}
+pub use crate::kinds::SamplerType;
 
 /// Any of the samplers, built from the reference's settings.
 #[derive(Debug, Clone)]

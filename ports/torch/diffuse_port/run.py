@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import interfaces, networks, samplers
+from . import encoders, interfaces, networks, samplers
 from .case import Case, Context, PortError
 from .interfaces.common import t_shift
 from .interfaces.repa import Repa
@@ -96,6 +96,15 @@ def network(case: Case) -> dict:
     return {"out.out": out, **{f"out.feature.{i}": f for i, f in enumerate(features)}}
 
 
+def encoder(case: Case) -> dict:
+    preprocess, enc = encoders.build(case.meta["encoder"], Context(case).params)
+    with torch.no_grad():
+        pixels = preprocess(case.tensor("in.x"))
+        if case.meta["encoder"]["stage"] == "preprocess":
+            return {"out.pixels": pixels}
+        return {"out.pixels": pixels, "out.features": enc(pixels)}
+
+
 KINDS = {
     "coefficients": coefficients,
     "loss": loss,
@@ -103,6 +112,7 @@ KINDS = {
     "pred": pred,
     "sampler": sampler,
     "network": network,
+    "encoder": encoder,
 }
 
 

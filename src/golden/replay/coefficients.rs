@@ -2,18 +2,11 @@
 //! `t_shift(in.t_unit, s)` for each `s` of `t_shifts` (file `out.t_shift_<s>`,
 //! `s` written as Python prints it with `p` for the point: `0p5`, `3p0`).
 
-use serde::Deserialize;
-use tch::Device;
-
-use super::{build, Computed};
+use super::spec::CoefficientsSpec;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case};
 use crate::interfaces::t_shift;
-
-#[derive(Debug, Deserialize)]
-struct CoefCase {
-    t_shifts: Vec<f64>,
-}
 
 /// The file-name form of a shift value: Python's `repr` with `.` replaced by `p`.
 pub fn shift_name(s: f64) -> String {
@@ -21,9 +14,9 @@ pub fn shift_name(s: f64) -> String {
 }
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
-    let c: CoefCase = case.settings()?;
-    let any = build::interface(case)?;
+pub fn run(case: &Case, spec: &CoefficientsSpec, opts: &ReplayOptions) -> Result<Replayed> {
+    let device = opts.device;
+    let any = spec.interface.build(case, device)?;
     let iface = any.as_preconditioning();
     let t = case.tensor("in.t", "<f4", None, device)?;
     let t_unit = case.tensor("in.t_unit", "<f4", None, device)?;
@@ -32,10 +25,10 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
     out.insert("out.c_out".into(), Array::from_tensor(&iface.c_out(&t)?)?);
     out.insert("out.c_skip".into(), Array::from_tensor(&iface.c_skip(&t)?)?);
     out.insert("out.c_noise".into(), Array::from_tensor(&iface.c_noise(&t)?)?);
-    for s in c.t_shifts {
+    for &s in &spec.t_shifts {
         out.insert(format!("out.t_shift_{}", shift_name(s)), Array::from_tensor(&t_shift(&t_unit, s)?)?);
     }
-    Ok(out)
+    Ok(out.into())
 }
 
 #[cfg(test)]

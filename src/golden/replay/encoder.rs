@@ -8,52 +8,32 @@
 //! to it is stored and never read), so the reference's MLP is `hidden_size * mlp_ratio` wide
 //! whatever it says (`mlp_ratio` default 4), and the weights follow that width.
 
-use serde_json::Value;
-use tch::Device;
-
-use super::{build, Computed};
-use crate::encoders::{preprocess, BicubicResize, Dino, DinoConfig, InputCheck};
+use super::spec::{params, EncoderSpec};
+use super::{Computed, ReplayOptions, Replayed};
+use crate::encoders::{preprocess, BicubicResize, Dino, InputCheck};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case};
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
-    let (ty, mut s) = build::typed_block(case, "encoder")?;
-    if ty != "dino" {
-        let e = Error::Unknown { what: "encoder".into(), name: ty, known: "dino".into() };
-        return Err(case.error(Some("case.json"), e.to_string()));
-    }
-    let stage = match s.remove("stage") {
-        Some(Value::String(st)) => st,
-        _ => return Err(case.error(Some("case.json"), "`encoder.stage` missing or not a string")),
-    };
+pub fn run(case: &Case, encoder: &EncoderSpec, opts: &ReplayOptions) -> Result<Replayed> {
+    let device = opts.device;
     let x = case.tensor("in.x", "<f4", None, device)?;
     let mut out = Computed::new();
     let wrap = |e: Error| match e {
         Error::Case { .. } => e,
         other => case.error(None, other.to_string()),
     };
-    match stage.as_str() {
-        "preprocess" => {
-            if let Some(k) = s.keys().next() {
-                return Err(case.error(Some("case.json"), format!("`encoder.{k}`: no such setting for stage preprocess")));
-            }
+    match encoder {
+        EncoderSpec::Preprocess => {
             let p = preprocess(&x, BicubicResize::Jax, InputCheck::Finite).map_err(wrap)?;
             out.insert("out.pixels".into(), Array::from_tensor(&p)?);
         }
-        "encode" => {
-            if let Some(v) = s.remove("intermediate_size") {
-                if !v.is_i64() {
-                    return Err(case.error(Some("case.json"), "`encoder.intermediate_size` is not an integer"));
-                }
-            }
-            let cfg: DinoConfig = build::settings(case, "encoder", s)?;
-            let dino = Dino::from_params(cfg, build::params(case, device)?).map_err(wrap)?;
+        EncoderSpec::Encode(cfg) => {
+            let dino = Dino::from_params(cfg.clone(), params(case, device, |_| true)?).map_err(wrap)?;
             let o = dino.encode_with_pixels(&x).map_err(wrap)?;
             out.insert("out.pixels".into(), Array::from_tensor(&o.pixels)?);
             out.insert("out.features".into(), Array::from_tensor(&o.features)?);
         }
-        other => return Err(case.error(Some("case.json"), format!("`encoder.stage` `{other}`: expected preprocess or encode"))),
     }
-    Ok(out)
+    Ok(out.into())
 }

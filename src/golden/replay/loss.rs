@@ -7,43 +7,32 @@
 //! `out.loss`, `out.diffusion_loss`, `out.repa_loss` and the gradients of the network's
 //! and the projector's parameters.
 
-use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::{build, Computed, ReplayOptions, Replayed};
+use super::spec::LossSpec;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::Result;
-use crate::golden::{Array, Case, CaseKind};
+use crate::golden::{Array, Case};
 use crate::interfaces::{Interface, Repa};
 use crate::networks::Cond;
 
-#[derive(Debug, Deserialize)]
-struct LossCase {
-    shape: Vec<i64>,
-    #[serde(default)]
-    repa: Option<serde_json::Value>,
-}
-
 /// Replays the case.
-pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
+pub fn run(case: &Case, c: &LossSpec, opts: &ReplayOptions) -> Result<Replayed> {
     let device = opts.device;
-    let c: LossCase = case.settings()?;
-    let iface = build::interface_on(case, opts.jvp, device)?;
-    let net = build::network(case, device)?;
-    let mut rngs = build::rngs(case, "rngs")?;
+    let iface = c.interface.build(case, device)?;
+    let net = c.network.build(case, device)?;
+    let mut rngs = c.rngs()?;
     rngs.start_recording();
-    if c.shape.len() < 2 || c.shape.iter().any(|&d| d < 1) {
-        return Err(case.error(Some("case.json"), format!("`shape` {:?}: expected [B, ..., C] with at least 2 positive dimensions", c.shape)));
-    }
-    let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
-    let x = case.tensor("in.x", "<f4", Some(&shape), device)?;
+    let shape = &c.shape;
+    let x = case.tensor("in.x", "<f4", Some(shape), device)?;
     let y = case.opt_tensor("in.y", "<i4", Some(&shape[..1]), device)?;
     let mut out = Computed::new();
     let mut params = net.parameters();
     // Parameters the interface owns (sCT / sCD's log-variance head).
     params.extend(iface.parameters());
-    let loss = if c.repa.is_some() {
-        let (cfg, projector) = build::projector(case, build::feature_width(case)?, device)?;
-        let repa = Repa::new(cfg, Box::new(iface), projector)?;
+    let loss = if let Some(cfg) = &c.repa {
+        let projector = c.projector(case, cfg, device)?;
+        let repa = Repa::new(cfg.clone(), Box::new(iface), projector)?;
         let x_feature = case.tensor("in.x_feature", "<f4", None, device)?;
         let o = repa.loss(net.as_ref(), &x, &x_feature, Cond::labels(y.as_ref()), &mut rngs)?;
         out.insert("out.diffusion_loss".into(), Array::from_tensor(&o.diffusion_loss)?);
@@ -65,7 +54,7 @@ pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
     out.insert("out.loss".into(), Array::from_tensor(&loss)?);
     // The draws of the loss itself (the backward below draws nothing).
     let draws = rngs.take_draws();
-    if case.kind == CaseKind::Grad {
+    if c.grad {
         loss.f_mean(Kind::Float)?.f_backward()?;
         for (name, p) in params {
             out.insert(format!("grad.{name}"), Array::from_tensor(&grad_or_zeros(&p)?)?);

@@ -1,28 +1,29 @@
 //! Replay: turn a case into computed outputs, one module per `kind`.
 //!
-//! Each kind's module exposes `run(&Case, Device) -> Result<Computed>`; kinds whose
-//! math is not built yet answer [`Error::NotImplemented`], which the harness
-//! reports as its own status, never as a pass.
+//! A case is parsed once into its typed spec ([`spec::CaseSpec`]); each kind's module then
+//! exposes the same `run(&Case, &<its spec>, &ReplayOptions) -> Result<Replayed>`, reading
+//! only the case's arrays. Kinds or networks whose math is not built yet answer
+//! [`Error::NotImplemented`], which the harness reports as its own status, never as a pass.
 
 use std::collections::BTreeMap;
 
 use tch::Device;
 
 use super::array::Array;
-use super::case::{Case, CaseKind};
+use super::case::Case;
+use spec::Spec;
 use crate::error::{Error, Result};
 use crate::jvp::JvpBackend;
 use crate::rng::Draw;
 
-pub mod build;
 pub mod coefficients;
-mod consistency;
 mod encoder;
 mod loss;
 mod network;
 mod pred;
 mod rng;
 mod sampler;
+pub mod spec;
 
 /// Computed outputs by file stem (`out.loss`, `grad.W1`, ...).
 pub type Computed = BTreeMap<String, Array>;
@@ -59,18 +60,18 @@ impl From<Computed> for Replayed {
     }
 }
 
-/// Replays `case`.
+/// Replays `case`: parses its spec, then runs its kind.
 pub fn run(case: &Case, opts: &ReplayOptions) -> Result<Replayed> {
-    let device = opts.device;
-    match case.kind {
-        CaseKind::Rng => rng::run(case).map(Replayed::from),
-        CaseKind::Coefficients => coefficients::run(case, device).map(Replayed::from),
-        CaseKind::Loss | CaseKind::Grad => loss::run(case, opts),
-        CaseKind::Pred => pred::run(case, device).map(Replayed::from),
-        CaseKind::Sampler => sampler::run(case, device),
-        CaseKind::Network => network::run(case, device).map(Replayed::from),
-        CaseKind::Encoder => encoder::run(case, device).map(Replayed::from),
-    }
+    let spec = spec::CaseSpec::parse(case, opts);
+    spec.and_then(|spec| match &spec.body {
+        Spec::Rng(s) => rng::run(case, s, opts),
+        Spec::Coefficients(s) => coefficients::run(case, s, opts),
+        Spec::Loss(s) => loss::run(case, s, opts),
+        Spec::Pred(s) => pred::run(case, s, opts),
+        Spec::Sampler(s) => sampler::run(case, s, opts),
+        Spec::Network(s) => network::run(case, s, opts),
+        Spec::Encoder(s) => encoder::run(case, s, opts),
+    })
     .map_err(|e| match e {
         Error::Case { .. } | Error::NotImplemented(_) => e,
         other => case.error(None, other.to_string()),

@@ -5,16 +5,16 @@
 //! tokens `[B, T, hidden]`). A `dt` or `gw` is passed only to a network that takes one (the
 //! reference's DiT ignores them otherwise, and its cases carry an `in.dt` regardless).
 
-use tch::Device;
-
-use super::{build, Computed};
+use super::spec::NetworkSpec;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case};
 use crate::networks::{Cond, Pass};
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
-    let net = build::network(case, device)?;
+pub fn run(case: &Case, network: &NetworkSpec, opts: &ReplayOptions) -> Result<Replayed> {
+    let device = opts.device;
+    let net = network.build(case, device)?;
     let x = case.tensor("in.x", "<f4", None, device)?;
     let b = *x.size().first().ok_or_else(|| case.error(Some("in.x.npy"), "a scalar where [B, ...] is expected"))? as usize;
     let t = case.tensor("in.t", "<f4", Some(&[b]), device)?;
@@ -32,5 +32,5 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
     for (i, f) in o.features.iter().enumerate() {
         out.insert(format!("out.feature.{i}"), Array::from_tensor(f)?);
     }
-    Ok(out)
+    Ok(out.into())
 }

@@ -2,18 +2,18 @@
 //! `out.pred` is the average velocity `u(x_t, t, r)`. An interface without a score (sCT,
 //! sCD have none) is checked on `pred` alone when the case carries no `out.score`.
 
-use tch::Device;
-
-use super::{build, Computed};
+use super::spec::PredSpec;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case};
 use crate::interfaces::{Interface, Time};
 use crate::networks::Cond;
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Computed> {
-    let iface = build::interface_on(case, None, device)?;
-    let net = build::network(case, device)?;
+pub fn run(case: &Case, spec: &PredSpec, opts: &ReplayOptions) -> Result<Replayed> {
+    let device = opts.device;
+    let iface = spec.interface.build(case, device)?;
+    let net = spec.network.build(case, device)?;
     let x_t = case.tensor("in.x_t", "<f4", None, device)?;
     let b = x_t.size().first().copied().unwrap_or(0) as usize;
     let t = case.tensor("in.t", "<f4", Some(&[b]), device)?;
@@ -36,5 +36,5 @@ pub fn run(case: &Case, device: Device) -> Result<Computed> {
         None if !case.has("out.score") => {}
         None => return Err(Error::Unsupported { what: format!("score of the {} interface", iface.name()), why: "it has none".into() }),
     }
-    Ok(out)
+    Ok(out.into())
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::Computed;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::{Error, Result};
 use crate::golden::{Array, Case};
 use crate::rng::{numel, Key, PrngMode, Rngs};
 
+/// The settings of an `rng` case.
 #[derive(Debug, Deserialize)]
-struct RngCase {
+pub struct RngCase {
     calls: Vec<Call>,
     #[serde(default)]
     rngs: Option<BTreeMap<String, i64>>,
@@ -25,9 +26,10 @@ fn yes() -> bool {
     true
 }
 
+/// One call of an `rng` case.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Call {
+pub struct Call {
     op: String,
     #[serde(default)]
     stream: Option<String>,
@@ -106,8 +108,7 @@ fn draw(key: Key, mode: PrngMode, call: &Call, i: usize) -> Result<Array> {
 }
 
 /// Replays the calls in order; call `i`'s result is `out.<i>`.
-pub fn run(case: &Case) -> Result<Computed> {
-    let c: RngCase = case.settings()?;
+pub fn run(case: &Case, c: &RngCase, _opts: &ReplayOptions) -> Result<Replayed> {
     let mode = if c.threefry_partitionable { PrngMode::Partitionable } else { PrngMode::Legacy };
     let mut out = Computed::new();
     let mut streams = match &c.rngs {
@@ -137,5 +138,5 @@ pub fn run(case: &Case) -> Result<Computed> {
         };
         out.insert(format!("out.{i}"), a);
     }
-    Ok(out)
+    Ok(out.into())
 }

@@ -3,32 +3,18 @@
 //! when given) with `guidance_scale`; the guidance model is the model itself (format v1 has
 //! no separate guidance network). Outputs `out.timegrid` and `out.x_final`.
 
-use tch::Device;
-
-use super::{build, Computed, Replayed};
+use super::spec::SamplerSpec;
+use super::{Computed, ReplayOptions, Replayed};
 use crate::error::Result;
 use crate::golden::{Array, Case};
 use crate::rng::Rngs;
-use crate::samplers::AnySampler;
-
-#[derive(Debug, serde::Deserialize)]
-struct SamplerCase {
-    rng_seed: i64,
-    #[serde(default = "one")]
-    guidance_scale: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
 
 /// Replays the case.
-pub fn run(case: &Case, device: Device) -> Result<Replayed> {
-    let c: SamplerCase = case.settings()?;
-    let (ty, s) = build::typed_block(case, "sampler")?;
-    let sampler = AnySampler::from_settings(&ty, &s).map_err(|e| case.error(Some("case.json"), format!("`sampler`: {e}")))?;
-    let iface = build::interface(case)?;
-    let net = build::network(case, device)?;
+pub fn run(case: &Case, c: &SamplerSpec, opts: &ReplayOptions) -> Result<Replayed> {
+    let device = opts.device;
+    let sampler = &c.sampler;
+    let iface = c.interface.build(case, device)?;
+    let net = c.network.build(case, device)?;
     let x = case.tensor("in.x", "<f4", None, device)?;
     let b = x.size().first().copied().unwrap_or(0) as usize;
     let y = case.opt_tensor("in.y", "<i4", Some(&[b]), device)?;
