@@ -1,6 +1,6 @@
 # diffuse-spec: every entry point sets itself up on a fresh machine.
 #
-#   make check     replay every golden case (fixtures/ and ../shared/golden/v1) and print the table
+#   make check     replay every golden case (fixtures/, ../shared/golden/v1 and lightning) and print the table
 #   make test      the whole test suite (unit, golden, property, malformed inputs, the spec
 #                  restatement and exporter, the libtorch-free verify), then `make port`; what CI runs
 #   make port      the PyTorch port of ports/torch against every fixture, through the libtorch-free verify
@@ -21,7 +21,7 @@ CACHE ?= $(HOME)/.cache/diffuse-spec
 TORCH_VENV ?= $(CACHE)/torch-2.11.0
 SPEC_VENV ?= $(CACHE)/jax-0.5.1
 PYTHON ?= python3
-GOLDEN ?= ../shared/golden/v1
+GOLDEN ?= ../shared/golden/v1 ../shared/golden/lightning
 CARGO ?= cargo
 
 ifeq ($(origin LIBTORCH), undefined)
@@ -68,8 +68,8 @@ build: torch-env
 	$(CARGO) build --release --bin diffuse-spec
 
 check: build
-	./target/release/diffuse-spec check fixtures $(if $(wildcard $(GOLDEN)),$(GOLDEN),)
-	@[ -d "$(GOLDEN)" ] || echo "note: $(GOLDEN) not found; only fixtures/ were checked"
+	./target/release/diffuse-spec check fixtures $(wildcard $(GOLDEN))
+	@for g in $(GOLDEN); do [ -d "$$g" ] || echo "note: $$g not found; not checked"; done
 
 notorch:
 	$(CARGO) build --no-default-features --bin diffuse-spec --target-dir $(NOTORCH_DIR)

@@ -1,5 +1,7 @@
 """Driver of benches/compare: times one training step of the crate, the JAX restatement
-(jax.jit) and PyTorch eager on the same configuration and machine, interleaved.
+(jax.jit) and PyTorch eager on the same configuration and machine, interleaved; with
+``--nets dit,lightning`` the LightningDiT of the same sizes (SwiGLU, RoPE, RMSNorm, adaLN
+shift: the reference's ImageNet switches) runs in the same rounds, SiT and MeanFlow steps.
 
 Each (implementation, interface) is a long-lived worker process (examples/bench_step.rs,
 benches/jax_step.py, benches/torch_dit.py, all with --serve). After a warm-up (which
@@ -97,10 +99,20 @@ ARCH = {"bench-s": dict(D=192, T=64, L=6, P=16, F=256, M=768, B=16),
         "bench-xl": dict(D=1152, T=256, L=28, P=16, F=256, M=4608, B=256)}
 
 
-def dit_forward_flops(D, T, L, P, F, M, n_emb):
+def dit_forward_flops(D, T, L, P, F, M, n_emb, swiglu=False):
     """Analytic forward FLOPs of one example (as benches/common/mod.rs): matmuls only,
-    T L (8 D^2 + 4 D M + 4 T D) + 12 L D^2 + 4 T P D + 4 D^2 + n_emb 2 (F D + D^2)."""
-    return T * L * (8 * D * D + 4 * D * M + 4 * T * D) + 12 * L * D * D + 4 * T * P * D + 4 * D * D + n_emb * 2 * (F * D + D * D)
+    T L (8 D^2 + 4 D M + 4 T D) + 12 L D^2 + 4 T P D + 4 D^2 + n_emb 2 (F D + D^2); with
+    SwiGLU (LightningDiT) the MLP term is 6 D H, H = int(2/3 M)."""
+    mlp = 6 * D * int(2 / 3 * M) if swiglu else 4 * D * M
+    return T * L * (8 * D * D + mlp + 4 * T * D) + 12 * L * D * D + 4 * T * P * D + 4 * D * D + n_emb * 2 * (F * D + D * D)
+
+
+LIGHTNING = ":lightning"
+
+
+def lab(it, net):
+    """Worker label of step `it` on network `net` (the DiT's labels are the bare steps)."""
+    return it if net == "dit" else it + LIGHTNING
 
 
 def proc_kb(pid, field):
@@ -156,6 +168,7 @@ def main():
                          "a second thread mostly waits on other load)")
     ap.add_argument("--impls", default="crate,jax,torch")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile workers (SiT, MeanFlow, sCT)")
+    ap.add_argument("--nets", default="dit", help="networks, comma separated: dit, lightning (SiT and MeanFlow steps)")
     ap.add_argument("--no-defaults", action="store_true",
                     help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
     ap.add_argument("--json", help="write every timing and memory figure here")
@@ -164,6 +177,10 @@ def main():
                          "implementation `base`, interleaved with the others, and are printed beside the crate's")
     a = ap.parse_args()
     impls = a.impls.split(",")
+    nets = a.nets.split(",")
+    for net in nets:
+        if net not in ("dit", "lightning"):
+            raise SystemExit(f"--nets: unknown network {net!r} (dit, lightning)")
     cuda = a.device.startswith("cuda")
     if a.batch and "jax" in impls:
         print("note: the JAX worker runs bench-s at its batch of 16 only; skipping it with --batch")
@@ -187,7 +204,20 @@ def main():
     # rows: (row label, {impl: worker label}); workers: (impl, label) -> cmd
     specs = {}
     crate_steps = ["sit", "edm", "meanflow-fused", "meanflow-db", "meanflow-fad", "sct-fused", "sct-db", "net"]
-    if "crate" in impls:
+    light_steps = ["sit", "meanflow-fused", "meanflow-db", "meanflow-fad", "net"]
+    if "crate" in impls and "lightning" in nets:
+        for it in light_steps:
+            specs[("crate", lab(it, "lightning"))] = [CRATE, "--interface", it, "--net", "lightning"] + crate_common
+    if "jax" in impls and "lightning" in nets:
+        for it in ["sit", "meanflow"]:
+            specs[("jax", lab(it, "lightning"))] = [JAX_PY, "benches/jax_step.py", "--interface", it, "--net", "lightning", "--serve"]
+    if "torch" in impls and "lightning" in nets:
+        for it in ["sit", "meanflow"]:
+            specs[("torch", lab(it, "lightning"))] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--net", "lightning"] + torch_common
+            if not a.no_compile:
+                specs[("torch", lab(it, "lightning") + "@compile")] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--net", "lightning", "--compile"] + torch_common
+    impls_dit = impls if "dit" in nets else []
+    if "crate" in impls_dit:
         for it in crate_steps:
             specs[("crate", it)] = [CRATE, "--interface", it] + crate_common
         if not a.no_defaults:
@@ -198,10 +228,10 @@ def main():
     if a.crate_baseline:
         for it in crate_steps:
             specs[("base", it)] = [os.path.abspath(a.crate_baseline), "--interface", it] + crate_common
-    if "jax" in impls:
+    if "jax" in impls_dit:
         for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("jax", it)] = [JAX_PY, "benches/jax_step.py", "--interface", it, "--serve"]
-    if "torch" in impls:
+    if "torch" in impls_dit:
         for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("torch", it)] = [TORCH_PY, "benches/torch_dit.py", "--interface", it] + torch_common
         if not a.no_compile:
@@ -267,20 +297,24 @@ def main():
         return med.get((impl, it), float("nan"))
 
     print()
-    print(f"{'interface':<16}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'compile_ms':>12}{'ratio':>8}{'ratio_c':>9}")
+    print(f"{'network':<11}{'interface':<16}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'compile_ms':>12}{'ratio':>8}{'ratio_c':>9}")
     rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-fused", "meanflow-fused", "meanflow"),
             ("meanflow-db", "meanflow-db", "meanflow"), ("meanflow-fad", "meanflow-fad", "meanflow"),
             ("sct-fused", "sct-fused", "sct"), ("sct-db", "sct-db", "sct")]
     table = []
-    for label, cit, oit in rows:
-        c, j, t, tc = g("crate", cit), g("jax", oit), g("torch", oit), g("torch", oit + "@compile")
-        others = [v for v in (j, t) if v == v]
-        ratio = c / min(others) if others else float("nan")
-        with_c = [v for v in (j, t, tc) if v == v]
-        ratio_c = c / min(with_c) if with_c else float("nan")
-        table.append({"interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t, "torch_compile_ms": tc,
-                      "ratio": ratio, "ratio_with_compile": ratio_c})
-        print(f"{label:<16}{c:>10.1f}{j:>10.1f}{t:>10.1f}{tc:>12.1f}{ratio:>8.2f}{ratio_c:>9.2f}")
+    for net in nets:
+        for label, cit, oit in rows:
+            if net == "lightning" and label not in light_steps:
+                continue
+            c, j, t = g("crate", lab(cit, net)), g("jax", lab(oit, net)), g("torch", lab(oit, net))
+            tc = g("torch", lab(oit, net) + "@compile")
+            others = [v for v in (j, t) if v == v]
+            ratio = c / min(others) if others else float("nan")
+            with_c = [v for v in (j, t, tc) if v == v]
+            ratio_c = c / min(with_c) if with_c else float("nan")
+            table.append({"network": net, "interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t,
+                          "torch_compile_ms": tc, "ratio": ratio, "ratio_with_compile": ratio_c})
+            print(f"{net:<11}{label:<16}{c:>10.1f}{j:>10.1f}{t:>10.1f}{tc:>12.1f}{ratio:>8.2f}{ratio_c:>9.2f}")
     print("(ratio = crate / min(jax, torch eager); ratio_c also against torch.compile. meanflow / sct rows: the "
           "crate's JVP backend vs each implementation's one step; jax: jax.jvp under jit; torch: torch.func.jvp "
           "under no_grad + a forward with gradients)")
@@ -289,14 +323,16 @@ def main():
     def rel(a_, b_):
         return a_ / b_ if a_ == a_ and b_ == b_ and b_ else float("nan")
 
-    mf = {
-        "crate-fused": rel(g("crate", "meanflow-fused"), g("crate", "sit")),
-        "crate-db": rel(g("crate", "meanflow-db"), g("crate", "sit")),
-        "crate-fad": rel(g("crate", "meanflow-fad"), g("crate", "sit")),
-        "jax": rel(g("jax", "meanflow"), g("jax", "sit")),
-        "torch": rel(g("torch", "meanflow"), g("torch", "sit")),
-        "torch-compile": rel(g("torch", "meanflow@compile"), g("torch", "sit@compile")),
-    }
+    mf = {}
+    for net in nets:
+        pre = "" if net == "dit" else "lightning "
+        sit_c, sit_cc = g("crate", lab("sit", net)), g("torch", lab("sit", net) + "@compile")
+        mf[pre + "crate-fused"] = rel(g("crate", lab("meanflow-fused", net)), sit_c)
+        mf[pre + "crate-db"] = rel(g("crate", lab("meanflow-db", net)), sit_c)
+        mf[pre + "crate-fad"] = rel(g("crate", lab("meanflow-fad", net)), sit_c)
+        mf[pre + "jax"] = rel(g("jax", lab("meanflow", net)), g("jax", lab("sit", net)))
+        mf[pre + "torch"] = rel(g("torch", lab("meanflow", net)), g("torch", lab("sit", net)))
+        mf[pre + "torch-compile"] = rel(g("torch", lab("meanflow", net) + "@compile"), sit_cc)
     sct = {
         "crate-fused": rel(g("crate", "sct-fused"), g("crate", "sit")),
         "crate-db": rel(g("crate", "sct-db"), g("crate", "sit")),
@@ -310,7 +346,7 @@ def main():
     print("meanflow/sit step-time ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in mf.items()))
     print("sct/sit step-time ratio:      " + "  ".join(f"{k} {v:.2f}" for k, v in sct.items()))
     over = {}
-    for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults")]:
+    for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults"), (lab("sit", "lightning"), lab("net", "lightning"))]:
         s, b = g("crate", it), g("crate", net)
         if s == s and b == b:
             over[it] = {"step_ms": s, "net_ms": b, "overhead_pct": 100.0 * (s - b) / s}
@@ -322,24 +358,29 @@ def main():
               f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
               f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (the autograd JVPs: math attention, fused LayerNorm)")
     print()
-    print(f"{'memory':<24}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
+    print(f"{'memory':<32}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
     for key, m in mem.items():
         s, wm, p = (m[k] or 0 for k in ("setup_kb", "warm_kb", "peak_kb"))
         m["step_kb"] = p - wm
-        line = f"{key[0] + '/' + key[1]:<24}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
+        line = f"{key[0] + '/' + key[1]:<32}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
         if cuda:
             ga, ma = m["gpu_mib"], m["cuda_max_allocated"]
             line += f"{ga if ga is not None else float('nan'):>10.0f}{(ma / 2**20) if ma else float('nan'):>14.0f}"
         print(line)
     ms = {}
-    for label, impl, num, den in [("crate-fused", "crate", "meanflow-fused", "sit"), ("crate-db", "crate", "meanflow-db", "sit"),
-                                  ("crate-fad", "crate", "meanflow-fad", "sit"), ("jax", "jax", "meanflow", "sit"),
-                                  ("torch", "torch", "meanflow", "sit"), ("torch-compile", "torch", "meanflow@compile", "sit@compile"),
-                                  ("sct crate-fused", "crate", "sct-fused", "sit"), ("sct crate-db", "crate", "sct-db", "sit"),
-                                  ("sct jax", "jax", "sct", "sit"), ("sct torch", "torch", "sct", "sit")]:
-        a_, b_ = mem.get((impl, num)), mem.get((impl, den))
-        if a_ and b_ and b_.get("step_kb"):
-            ms[label] = a_["step_kb"] / b_["step_kb"]
+    for net in nets:
+        pre = "" if net == "dit" else "lightning "
+        for label, impl, num, den in [("crate-fused", "crate", "meanflow-fused", "sit"), ("crate-db", "crate", "meanflow-db", "sit"),
+                                      ("crate-fad", "crate", "meanflow-fad", "sit"), ("jax", "jax", "meanflow", "sit"),
+                                      ("torch", "torch", "meanflow", "sit"), ("torch-compile", "torch", "meanflow@compile", "sit@compile"),
+                                      ("sct crate-fused", "crate", "sct-fused", "sit"), ("sct crate-db", "crate", "sct-db", "sit"),
+                                      ("sct jax", "jax", "sct", "sit"), ("sct torch", "torch", "sct", "sit")]:
+            if net == "lightning" and label.startswith("sct"):
+                continue
+            sfx = lambda w: lab(w.split("@")[0], net) + ("@" + w.split("@")[1] if "@" in w else "")
+            a_, b_ = mem.get((impl, sfx(num))), mem.get((impl, sfx(den)))
+            if a_ and b_ and b_.get("step_kb"):
+                ms[pre + label] = a_["step_kb"] / b_["step_kb"]
     if ms:
         print("meanflow (sct) / sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     if cuda:
@@ -348,11 +389,12 @@ def main():
         print(f"\nthroughput ({a.config}, batch {b}; model FLOPs: forward x3, MeanFlow x6; "
               f"fraction of the H200's {H200_BF16_PEAK_TFLOPS:.0f} TFLOP/s bf16 peak)")
         for key, w in workers.items():
-            it = key[1].split("@")[0]
+            light = LIGHTNING in key[1]
+            it = key[1].split("@")[0].removesuffix(LIGHTNING)
             if it in ("net",):
                 continue
             mf = it.startswith("meanflow")
-            fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1)
+            fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1, swiglu=light)
             fl *= b * (6.0 if mf else 4.0 if it.startswith("sct") else 3.0)
             t = med[key] * 1e-3
             tf = fl / t / 1e12

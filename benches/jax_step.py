@@ -1,7 +1,8 @@
 """One training step of the JAX restatement (spec/diffuse_spec_ref) under jax.jit, for
-benches/compare: the spec's FunctionalDiT and interfaces (SiT, EDM, MeanFlow, sCT), ``jax.jit(jax.value_and_grad(
-mean loss))`` over the DiT's parameters, on the bench-s configuration (DiT 16x16x4, patch 2,
-hidden 192, depth 6, 3 heads, batch 16, float32).
+benches/compare: the spec's FunctionalDiT (or FunctionalLightningDiT with ``--net
+lightning``: the same sizes with SwiGLU, RoPE, RMSNorm and adaLN shift) and interfaces (SiT,
+EDM, MeanFlow, sCT), ``jax.jit(jax.value_and_grad(mean loss))`` over the network's parameters,
+on the bench-s configuration (16x16x4, patch 2, hidden 192, depth 6, 3 heads, batch 16, float32).
 
 Worker protocol (as examples/bench_step.rs --serve): prints ``{"ready": ...}`` after setup,
 then answers ``warmup N`` / ``run N`` with ``{"times_ms": [...]}``, ``trim`` (glibc
@@ -9,7 +10,7 @@ malloc_trim, so that VmRSS measures live memory) with ``{"trimmed": true}``, and
 ``quit``.
 Each step gets fresh streams from a traced seed (so XLA cannot constant-fold the draws).
 
-    python benches/jax_step.py --interface sit|edm|meanflow|sct [--serve | --steps N]
+    python benches/jax_step.py --interface sit|edm|meanflow|sct [--net dit|lightning] [--serve | --steps N]
 """
 from __future__ import annotations
 
@@ -31,16 +32,25 @@ from diffuse_spec_ref.interfaces.edm import EDMInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.meanflow import MeanFlowInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.sit import SiTInterface  # noqa: E402
 from diffuse_spec_ref.networks.dit import FunctionalDiT, init_dit  # noqa: E402
+from diffuse_spec_ref.networks.lightning_dit import FunctionalLightningDiT, init_lightning  # noqa: E402
 
 BENCH_S = dict(input_size=16, patch_size=2, in_channels=4, hidden_size=192, depth=6, num_heads=3,
                mlp_ratio=4.0, continuous_time_embed=False, freq_embed_size=256, num_classes=1000,
                class_dropout_prob=0.1, enable_dropout=True, take_gw=False)
 BATCH = 16
+# the reference's shipped ImageNet switches
+LIGHTNING = dict(qk_norm=False, attn_norm_layer="layer_norm", use_rope=True, swiglu=True, adaln_shift=True, rms_norm=True)
 
 
-def build(kind: str):
+def build(kind: str, net_kind: str = "dit"):
     cfg = dict(BENCH_S, take_dt=(kind == "meanflow"))
-    params, buffers = init_dit(0, cfg)
+    if net_kind == "lightning":
+        cfg.update(LIGHTNING)
+        params, buffers = init_lightning(0, cfg)
+        net_cls = FunctionalLightningDiT
+    else:
+        params, buffers = init_dit(0, cfg)
+        net_cls = FunctionalDiT
     params = {k: jnp.asarray(v) for k, v in params.items()}
     buffers = {k: jnp.asarray(v) for k, v in buffers.items()}
     kx, _ = jax.random.split(jax.random.key(7))
@@ -51,7 +61,7 @@ def build(kind: str):
     def loss_fn(params, x, y, seed):
         k = jax.random.split(jax.random.key(seed), 3)
         rngs = nnx.Rngs(time=k[0], noise=k[1], label_dropout=k[2])
-        net = FunctionalDiT(cfg, params, buffers, rngs=rngs, training=True)
+        net = net_cls(cfg, params, buffers, rngs=rngs, training=True)
         if kind == "sit":
             iface = SiTInterface(net, "uniform", rngs=rngs)
         elif kind == "edm":
@@ -72,10 +82,11 @@ def build(kind: str):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--interface", default="sit")
+    ap.add_argument("--net", default="dit", choices=["dit", "lightning"])
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
     a = ap.parse_args()
-    step, params, x, y = build(a.interface)
+    step, params, x, y = build(a.interface, a.net)
     seed = [0]
 
     def run(n):
@@ -88,7 +99,7 @@ def main():
             out.append((time.perf_counter() - t0) * 1e3)
         return out
 
-    info = {"impl": "jax", "interface": a.interface, "jax": jax.__version__,
+    info = {"impl": "jax", "interface": a.interface, "net": a.net, "jax": jax.__version__,
             "device": str(jax.devices()[0]), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if not a.serve:
         run(1)

@@ -9,12 +9,16 @@ with gradients (fused SDPA). Same sizes, batch and settings as the crate's bench
 16x16x4, patch 2, hidden 192, depth 6, 3 heads, MLP ratio 4, 256 frequencies, 1000 classes,
 label dropout 0.1; batch 16, float32; MeanFlow with the reference defaults (w = 1,
 kappa = 0.5: two no-grad forwards for the guided velocity, fm_portion 0.75, cond drop 0.5).
+``--net lightning``: the LightningDiT of the same sizes with the reference's ImageNet switches,
+as its authors' PyTorch code writes it (RMSNorm with a weight, SwiGLU ``w12`` / ``w3`` at
+width int(2/3 * 4D), the fast 2-D rotary embedding on q and k from precomputed cos / sin
+tables, adaLN with shift); the same losses.
 
 Worker protocol (as examples/bench_step.rs --serve): ``{"ready": ...}`` after setup, then
 ``warmup N`` / ``run N`` -> ``{"times_ms": [...]}``, ``trim`` (glibc malloc_trim, so that
 VmRSS measures live memory) -> ``{"trimmed": true}``, ``quit``.
 
-    python benches/torch_dit.py --interface sit|edm|meanflow|sct [--config bench-s|bench-xl]
+    python benches/torch_dit.py --interface sit|edm|meanflow|sct [--net dit|lightning] [--config bench-s|bench-xl]
                                 [--device cpu|cuda] [--bf16] [--batch N] [--threads N] [--compile]
                                 [--serve | --steps N]
 """
@@ -112,6 +116,101 @@ class DiT(nn.Module):
             c = c + self.dt_embedder(dt if dt is not None else torch.zeros_like(t))
         for blk in self.blocks:
             x = blk(x, c)
+        sh, sc = self.final_adaLN(c).chunk(2, dim=-1)
+        x = self.final(modulate(self.final_norm(x), sh, sc))
+        g, p = h // self.p, self.p
+        x = x.reshape(b, g, g, p, p, self.c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, self.c, h, h)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_tables(head_dim, grid):
+    half = head_dim // 2
+    f = 1.0 / (10000 ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+    a = torch.arange(grid, dtype=torch.float32)[:, None] * f[None]
+    a = a.repeat_interleave(2, dim=-1)                                 # [grid, half]
+    ang = torch.cat([a[:, None, :].expand(grid, grid, half), a[None, :, :].expand(grid, grid, half)], -1)
+    ang = ang.reshape(grid * grid, head_dim)
+    return ang.cos(), ang.sin()
+
+
+def rotate_half(z):
+    z = z.unflatten(-1, (-1, 2))
+    return torch.stack([-z[..., 1], z[..., 0]], -1).flatten(-2)
+
+
+class RopeAttention(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x, cos, sin):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(b, t, d))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.w12 = nn.Linear(d, 2 * hidden)
+        self.w3 = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+class LightningBlock(nn.Module):
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(d), RMSNorm(d)
+        self.attn = RopeAttention(d, heads)
+        self.mlp = SwiGLU(d, int(2 / 3 * int(d * mlp_ratio)))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+
+    def forward(self, x, c, cos, sin):
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c).chunk(6, dim=-1)
+        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin)
+        return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
+
+class LightningDiT(DiT):
+    """The DiT skeleton (patch conv, embedders, final layer) with LightningDiT blocks and an
+    RMSNorm final norm."""
+
+    def __init__(self, input_size, patch_size, in_channels, hidden_size, depth, num_heads, **kw):
+        super().__init__(input_size, patch_size, in_channels, hidden_size, depth, num_heads, **kw)
+        self.blocks = nn.ModuleList([LightningBlock(hidden_size, num_heads) for _ in range(depth)])
+        self.final_norm = RMSNorm(hidden_size)
+        cos, sin = rope_tables(hidden_size // num_heads, input_size // patch_size)
+        self.register_buffer("rope_cos", cos)
+        self.register_buffer("rope_sin", sin)
+
+    def forward(self, x, t, y, dt=None):
+        b, _, h, _ = x.shape
+        x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
+        if self.training and self.drop > 0:
+            y = torch.where(torch.rand(b, device=x.device) < self.drop, torch.full_like(y, self.num_classes), y)
+        c = self.t_embedder(t) + self.y_embedder(y)
+        if self.dt_embedder is not None:
+            c = c + self.dt_embedder(dt if dt is not None else torch.zeros_like(t))
+        for blk in self.blocks:
+            x = blk(x, c, self.rope_cos, self.rope_sin)
         sh, sc = self.final_adaLN(c).chunk(2, dim=-1)
         x = self.final(modulate(self.final_norm(x), sh, sc))
         g, p = h // self.p, self.p
@@ -235,6 +334,7 @@ LOSSES = {"sit": sit_loss, "edm": edm_loss, "meanflow": meanflow_loss, "sct": sc
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--interface", default="sit", choices=sorted(LOSSES))
+    ap.add_argument("--net", default="dit", choices=["dit", "lightning"])
     ap.add_argument("--config", default="bench-s", choices=["bench-s", "bench-xl"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true")
@@ -252,7 +352,7 @@ def main():
     arch, batch = (BENCH_S, 16) if a.config == "bench-s" else (BENCH_XL, 256)
     batch = a.batch or batch
     torch.manual_seed(0)
-    net = DiT(**arch, take_dt=(a.interface == "meanflow")).to(dev)
+    net = (LightningDiT if a.net == "lightning" else DiT)(**arch, take_dt=(a.interface == "meanflow")).to(dev)
     if a.interface == "sct":
         net.logvar_w = nn.Parameter(torch.zeros(16, 1, device=dev))
         net.logvar_b = nn.Parameter(torch.zeros(1, device=dev))
@@ -309,7 +409,7 @@ def main():
             del loss, grads
         return out
 
-    info = {"impl": "torch", "interface": a.interface, "compile": a.compile, "torch": torch.__version__, "device": str(dev),
+    info = {"impl": "torch", "interface": a.interface, "net": a.net, "compile": a.compile, "torch": torch.__version__, "device": str(dev),
             "threads": torch.get_num_threads(), "bf16": a.bf16, "batch": batch}
     if not a.serve:
         run(1)

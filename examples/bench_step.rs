@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_step -- --interface sit|edm|meanflow-fused|meanflow-db|meanflow-fad|sct-fused|sct-db|sct-fad|repa|net|net-dt
-//!     [--config bench-s|bench-xl] [--device cpu|cuda] [--net dit|probe] [--attention math|fused]
+//!     [--config bench-s|bench-xl] [--device cpu|cuda] [--net dit|lightning|probe] [--attention math|fused]
 //!     [--layer-norm fused|fast-variance] [--batch N]
 //!     [--bf16] [--serve | --warmup N --steps N]
 //! ```
@@ -72,8 +72,9 @@ fn main() -> Result<()> {
     }
     let net = match arg("--net").as_deref() {
         None | Some("dit") => Net::Dit,
+        Some("lightning") => Net::Lightning,
         Some("probe") => Net::Probe,
-        Some(o) => return Err(Error::invalid("--net", "dit or probe", o)),
+        Some(o) => return Err(Error::invalid("--net", "dit, lightning or probe", o)),
     };
     let attention = match arg("--attention").as_deref() {
         None => None,
@@ -97,7 +98,7 @@ fn main() -> Result<()> {
     let bf16 = flag("--bf16");
     let mut s = TrainStep::new(cfg, net, step, device, StepOptions { attention, layer_norm, batch })?;
     let info = json!({
-        "impl": "crate", "interface": step.name(), "config": cfg.name(), "device": format!("{device:?}"),
+        "impl": "crate", "interface": step.name(), "config": cfg.name(), "device": format!("{device:?}"), "net": format!("{net:?}").to_lowercase(),
         "attention": s.attention.map(|a| format!("{a:?}").to_lowercase()),
         "layer_norm": s.layer_norm.map(|n| format!("{n:?}").to_lowercase()), "bf16": bf16,
         "threads": tch::get_num_threads(), "batch": s.batch,

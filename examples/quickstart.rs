@@ -1,4 +1,5 @@
-//! The README's "Using the library" snippet, compiled and run (`cargo run --example quickstart`).
+//! The README's "Using the library" snippet, compiled and run (`cargo run --example quickstart`),
+//! and its LightningDiT loading snippet, compiled (it needs a checkpoint to run).
 
 use diffuse_spec::Result;
 
@@ -20,5 +21,23 @@ let mut rngs = Rngs::new(&[("time", 1), ("noise", 2), ("label_dropout", 3)])?;  
 let out = sit.loss(&net, x, Cond::labels(Some(y)), &mut rngs)?; // per-example loss + t, n, x_t, target, ...
 out.loss.mean(tch::Kind::Float).backward();
     println!("per-example loss: {:?}", Vec::<f32>::try_from(&out.loss.detach()).unwrap_or_default());
+    Ok(())
+}
+
+/// The README's LightningDiT snippet (compiled; running it needs an ImageNet-size checkpoint).
+#[allow(dead_code)]
+fn lightning(path: &std::path::Path, device: tch::Device, sit: &diffuse_spec::interfaces::SiT, x: &tch::Tensor, y: &tch::Tensor) -> std::result::Result<(), Box<dyn std::error::Error>> {
+use diffuse_spec::interfaces::Interface;
+let mut rngs = diffuse_spec::rng::Rngs::new(&[("time", 1), ("noise", 2), ("label_dropout", 3)])?;
+use diffuse_spec::networks::{Cond, LightningDit, LightningDitConfig};
+
+let cfg: LightningDitConfig = serde_json::from_str(r#"{"input_size": 16, "patch_size": 1, "in_channels": 32,
+    "hidden_size": 1152, "depth": 28, "num_heads": 16, "swiglu": true, "use_rope": true, "rms_norm": true,
+    "adaln_shift": true}"#)?;
+let net = LightningDit::load_safetensors(cfg, path, device)?;
+// or LightningDit::load_npy_dir(cfg, dir, device) for `param.<path>.npy` files; buffers
+// (`x_embedder.pe`, `feat_rope.freqs_{cos,sin}`) are computed when the file lacks them
+let out = sit.loss(&net, x, Cond::labels(Some(y)), &mut rngs)?;   // any interface, any sampler
+    drop(out);
     Ok(())
 }

@@ -28,6 +28,7 @@
 //! [`network_jvp`] is the one entry point of the interfaces (MeanFlow, sCT, sCD): one pass of
 //! a backbone with tangents on its input, its time and its `dt`.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::Mutex;
 
@@ -100,6 +101,34 @@ extern "C" {
 }
 
 static DUAL_LEVEL: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static IN_JVP: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this thread is evaluating the function of a [`jvp`] (either backend) right now.
+/// Backbones read it to run their attention on the math kernel there, since libtorch's
+/// fused attention kernels have neither forward-AD formulas nor double backward
+/// ([`crate::networks::Attention::Fused`]).
+pub fn in_jvp() -> bool {
+    IN_JVP.with(|c| c.get() > 0)
+}
+
+/// Marks this thread as inside a JVP until dropped (also on an early return).
+struct JvpScope;
+
+impl JvpScope {
+    fn enter() -> JvpScope {
+        IN_JVP.with(|c| c.set(c.get() + 1));
+        JvpScope
+    }
+}
+
+impl Drop for JvpScope {
+    fn drop(&mut self) {
+        IN_JVP.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
 
 fn shim_error(what: &str, buf: &[c_char]) -> Error {
     // SAFETY: the shim always NUL-terminates within the buffer.
@@ -269,7 +298,10 @@ fn double_backward(
         .zip(tangents)
         .map(|(p, t)| Ok(if t.is_some() { p.f_detach()?.set_requires_grad(true) } else { p.shallow_clone() }))
         .collect::<Result<_>>()?;
-    let out = f(&leaves)?;
+    let out = {
+        let _scope = JvpScope::enter();
+        f(&leaves)?
+    };
     let active: Vec<(&Tensor, &Tensor)> = leaves.iter().zip(tangents).filter_map(|(l, t)| t.as_ref().map(|t| (l, t))).collect();
     if active.is_empty() || !out.requires_grad() {
         return Ok((out.shallow_clone(), out.f_zeros_like()?));
@@ -322,7 +354,10 @@ fn forward_ad(
                 None => Ok(p.shallow_clone()),
             })
             .collect::<Result<_>>()?;
-        let out = f(&duals)?;
+        let out = {
+            let _scope = JvpScope::enter();
+            f(&duals)?
+        };
         let (primal, tangent) = Tensor::f_internal_unpack_dual(&out, lv)?;
         let tangent = if tangent.defined() { tangent.f_detach()?.f_contiguous()?.f_detach_copy()? } else { primal.f_zeros_like()?.f_detach()? };
         Ok((primal, tangent))

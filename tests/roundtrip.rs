@@ -6,7 +6,7 @@
 mod common;
 
 /// The sets of `../shared/golden` whose kinds and networks the crate replays.
-const SHARED_SETS: &[&str] = &["v1", "dino"];
+const SHARED_SETS: &[&str] = &["v1", "lightning", "dino"];
 
 use std::path::Path;
 
@@ -59,5 +59,5 @@ fn every_shared_golden_case_survives_dump_then_verify() {
     for set in SHARED_SETS {
         n += round_trip(&v1.parent().unwrap().join(set));
     }
-    assert!(n >= 38, "../shared/golden holds {n} cases the crate replays");
+    assert!(n >= 38 + 7 + 4, "../shared/golden holds {n} cases the crate replays");
 }

@@ -61,6 +61,25 @@ fn restatement_reproduces_every_reference_case_within_tolerance() {
     assert_eq!(golden::Summary::of(&rows).passed, cases.len());
 }
 
+/// The LightningDiT restatement recomputes the reference's 7 LightningDiT cases (4 forwards,
+/// SiT / EDM / MeanFlow gradients with label dropout) within the tolerances of `verify`.
+#[test]
+fn restatement_reproduces_the_reference_lightning_cases_within_tolerance() {
+    let (Some(py), Some(root)) = (spec_python(), common::shared_set("lightning")) else { return };
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(&py).current_dir(spec_dir()).args(["-m", "diffuse_spec_ref.restate", "--golden"]).arg(&root).arg("--out").arg(out.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "restate failed: {text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!text.contains("NOT REPRODUCED"), "{text}");
+    let cases = golden::discover(&root).unwrap();
+    assert_eq!(cases.len(), 7);
+    let rows: Vec<_> = cases.iter().flat_map(|c| golden::verify_case(c, out.path())).collect();
+    print!("{}", golden::table(&rows));
+    let bad: Vec<_> = rows.iter().filter(|r| r.status != Status::Pass).cloned().collect();
+    assert!(bad.is_empty(), "{}", golden::table(&bad));
+    assert_eq!(golden::Summary::of(&rows).passed, cases.len());
+}
+
 /// The exporter rewrites every fixture: the same cases; `case.json` (draw listings included),
 /// inputs, parameters and draws byte for byte (threefry and JAX's float32 maps are exact and
 /// machine-independent); buffers within 4 ulp and expected outputs within their tolerances

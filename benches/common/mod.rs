@@ -2,7 +2,9 @@
 //! comparison binary (`examples/bench_step.rs`): the two fixed configurations, the training
 //! step of each interface, the samplers, and the analytic FLOP count of the DiT.
 //!
-//! - `bench-s` (CPU): DiT, 16x16x4 inputs, patch 2, hidden 192, depth 6, 3 heads, batch 16, f32.
+//! - `bench-s` (CPU): DiT, 16x16x4 inputs, patch 2, hidden 192, depth 6, 3 heads, batch 16, f32;
+//!   the LightningDiT of the same sizes with the reference's ImageNet switches (SwiGLU, RoPE,
+//!   RMSNorm, adaLN with shift).
 //! - `bench-xl` (CUDA only): DiT-XL/2 (hidden 1152, depth 28, 16 heads), 32x32x4, batch 256,
 //!   f32 and bf16 autocast.
 //!
@@ -13,7 +15,7 @@
 
 use diffuse_spec::interfaces::{AnyInterface, BaseConfig, Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, Sct, SctConfig, SiT, SiTConfig, TimeDist};
 use diffuse_spec::jvp::JvpBackend;
-use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, Pass, ProbeMlp, ProbeMlpConfig};
+use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, LightningDit, LightningDitConfig, Pass, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
 use diffuse_spec::samplers::{AnySampler, Euler, EulerJump, EulerJumpOptions, EulerMaruyama, EulerMaruyamaOptions, GridKind, GridKwargs, Heun, HeunOptions, Model, Sample, SampleArgs, SamplerConfig};
 use diffuse_spec::{Error, Result};
@@ -58,6 +60,10 @@ impl Config {
             Config::BenchXl => DitConfig { take_dt, ..DitConfig::default() },
         }
     }
+    /// The LightningDiT of this configuration: the DiT's sizes with the ImageNet switches.
+    pub fn lightning(self, take_dt: bool) -> LightningDitConfig {
+        LightningDitConfig::imagenet_switches(self.dit(take_dt))
+    }
 }
 
 /// Which network.
@@ -67,6 +73,8 @@ pub enum Net {
     Probe,
     /// The configuration's DiT.
     Dit,
+    /// The configuration's LightningDiT (SwiGLU, RoPE, RMSNorm, adaLN shift).
+    Lightning,
 }
 
 /// What one step computes.
@@ -230,6 +238,14 @@ impl TrainStep {
                 ln = Some(n);
                 (Box::new(d), dcfg.hidden_size, dcfg.depth, Some(a), dcfg.tokens(), dit_forward_flops(&dcfg))
             }
+            Net::Lightning => {
+                let a = attention.unwrap_or(if step.needs_math_attention() { Attention::Math } else { Attention::Fused });
+                let n = layer_norm.unwrap_or(LayerNorm::Fused);
+                let lcfg = cfg.lightning(step.takes_dt());
+                let d = LightningDit::init(lcfg.clone(), 0, device)?.with_attention(a).with_layer_norm(n);
+                ln = Some(n);
+                (Box::new(d), dcfg.hidden_size, dcfg.depth, Some(a), dcfg.tokens(), lightning_forward_flops(&lcfg))
+            }
         };
         let iface = match step {
             Step::Sit => Iface::Plain(Box::new(SiT::new(SiTConfig::default())?)),
@@ -245,8 +261,8 @@ impl TrainStep {
                 // with the network elsewhere so that it does not dominate the step.
                 let (feature_dim, proj_dim) = match (net, cfg) {
                     (Net::Probe, _) => (64, 64),
-                    (Net::Dit, Config::BenchS) => (768, 512),
-                    (Net::Dit, Config::BenchXl) => (768, 2048),
+                    (_, Config::BenchS) => (768, 512),
+                    (_, Config::BenchXl) => (768, 2048),
                 };
                 let rc = RepaConfig { feature_dim, repa_loss_weight: 0.5, repa_depth: (depth / 3).max(1), proj_dim };
                 let proj = Projector::init(&rc, hidden, 1, device)?;
@@ -324,6 +340,20 @@ pub fn dit_forward_flops(c: &DitConfig) -> f64 {
     t * l * per_token_block + 12.0 * l * d * d + 4.0 * t * p * d + 4.0 * d * d + n_emb * 2.0 * (f * d + d * d)
 }
 
+/// [`dit_forward_flops`] for the LightningDiT: the MLP is `3 D H` multiply-adds per token
+/// with SwiGLU (`H = int(2/3 M)`), and the block's adaLN has `2 chunks D^2` of them.
+pub fn lightning_forward_flops(c: &LightningDitConfig) -> f64 {
+    let d_cfg = &c.dit;
+    let (d, t, l) = (d_cfg.hidden_size as f64, d_cfg.tokens() as f64, d_cfg.depth as f64);
+    let h = c.mlp_hidden() as f64;
+    let mlp = if c.swiglu { 6.0 * d * h } else { 4.0 * d * h };
+    let chunks = if c.adaln_shift { 6.0 } else { 4.0 };
+    let p = (d_cfg.patch_size * d_cfg.patch_size * d_cfg.in_channels) as f64;
+    let f = d_cfg.freq_embed_size as f64;
+    let n_emb = d_cfg.embedders().len() as f64;
+    t * l * (8.0 * d * d + mlp + 4.0 * t * d) + 2.0 * chunks * l * d * d + 4.0 * t * p * d + 4.0 * d * d + n_emb * 2.0 * (f * d + d * d)
+}
+
 /// The samplers benched, each with the interface it is used with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SamplerKind {
@@ -368,6 +398,9 @@ impl SamplerBench {
             Net::Dit => {
                 Box::new(Dit::init(dcfg, 0, device)?.with_attention(Attention::Fused).with_layer_norm(LayerNorm::Fused))
             }
+            Net::Lightning => Box::new(
+                LightningDit::init(LightningDitConfig::imagenet_switches(dcfg), 0, device)?.with_attention(Attention::Fused).with_layer_norm(LayerNorm::Fused),
+            ),
         };
         let (sampler, interface): (AnySampler, AnyInterface) = match kind {
             SamplerKind::Euler => (AnySampler::Euler(Euler::new(SamplerConfig::new(steps, GridKind::Uniform))?), SiT::new(SiTConfig::default())?.into()),

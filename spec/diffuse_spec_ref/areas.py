@@ -8,7 +8,8 @@ import importlib
 import sys
 
 AREAS = ["rng_cases", "coef_cases", "sit_edm_cases", "pred_cases", "sampler_cases",
-         "meanflow_cases", "dit_cases", "repa_cases", "consistency_cases", "dino_cases"]
+         "meanflow_cases", "dit_cases", "repa_cases", "consistency_cases", "dino_cases",
+         "lightning_cases"]
 
 
 def load_areas(names=None, quiet: bool = False) -> dict:

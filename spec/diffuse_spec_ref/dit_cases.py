@@ -25,6 +25,7 @@ from .case import Case, split_arrays
 from .interfaces import make_interface
 from .meanflow_cases import ProbeNet, probe_arrays
 from .networks.dit import FunctionalDiT, dit_apply, init_dit
+from .networks.lightning_dit import FunctionalLightningDiT, init_lightning
 
 IFACES = ("sit", "edm", "mean_flow")
 
@@ -34,6 +35,8 @@ def make_network(net_cfg: dict, params: dict, buffers: dict, rngs=None):
     kind = net_cfg["type"]
     if kind == "dit":
         return FunctionalDiT(net_cfg, params, buffers, rngs)
+    if kind == "lightning_dit":
+        return FunctionalLightningDiT(net_cfg, params, buffers, rngs)
     if kind == "probe_mlp":
         return ProbeNet(params, buffers, rngs)
     raise KeyError(f"network type {kind!r}")
@@ -42,7 +45,8 @@ def make_network(net_cfg: dict, params: dict, buffers: dict, rngs=None):
 def network_arrays(net_cfg: dict) -> dict:
     if net_cfg["type"] == "probe_mlp":
         return probe_arrays(net_cfg)
-    params, buffers = init_dit(net_cfg["param_seed"], net_cfg)
+    init = init_lightning if net_cfg["type"] == "lightning_dit" else init_dit
+    params, buffers = init(net_cfg["param_seed"], net_cfg)
     return {**{f"param.{k}": v for k, v in params.items()}, **{f"buffer.{k}": v for k, v in buffers.items()}}
 
 

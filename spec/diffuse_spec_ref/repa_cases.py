@@ -70,7 +70,7 @@ def recompute(meta: dict, arrays: dict) -> dict | None:
 
 def _tokens(net_cfg: dict, shape) -> tuple[int, int]:
     """(T, hidden) of the network's features for an input of ``shape``."""
-    if net_cfg["type"] == "dit":
+    if net_cfg["type"] in ("dit", "lightning_dit"):
         g = int(net_cfg["input_size"]) // int(net_cfg["patch_size"])
         return g * g, int(net_cfg["hidden_size"])
     T = int(np.prod(shape[1:-1]))

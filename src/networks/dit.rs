@@ -55,19 +55,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
+use super::common::{self, Absent, Attention, LayerNorm, ParamTable, ScaleOn};
 use super::weights::{check_names_and_shapes, Weights};
 use super::{Accepts, Backbone, Cond, NetOutput, Pass};
 use crate::error::{Error, Result};
-use crate::rng::Rngs;
-use crate::validate;
-
-/// LayerNorm epsilon of every DiT LayerNorm.
-pub const LN_EPS: f64 = 1e-6;
-
-/// The stream the DiT's label dropout draws from.
-pub const LABEL_DROPOUT_STREAM: &str = "label_dropout";
+use crate::interfaces::Fields;
 
 /// Settings of [`Dit`], with the reference's names. The default is the reference's
 /// DiT-XL/2 on 32x32x4 latents (the DiT paper's ImageNet 256 model): input 32, patch 2,
@@ -213,10 +207,10 @@ impl DitConfig {
         e
     }
 
-    /// Every trainable parameter's reference path and shape, sorted by path.
-    pub fn parameter_shapes(&self) -> Vec<(String, Vec<i64>)> {
-        let (p, c, d, f, h) = (self.patch_size, self.in_channels, self.hidden_size, self.freq_embed_size, self.num_heads);
-        let (hd, m) = (self.head_dim(), self.mlp_hidden());
+    /// The paths and shapes every DiT-like backbone has, unsorted: the patch projection, the
+    /// `t` / `dt` / `gw` embedders, the class table and the final layer.
+    pub(crate) fn shared_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        let (p, c, d, f) = (self.patch_size, self.in_channels, self.hidden_size, self.freq_embed_size);
         let mut s: Vec<(String, Vec<i64>)> = vec![("x_proj.kernel".into(), vec![p, p, c, d]), ("x_proj.bias".into(), vec![d])];
         for e in self.embedders() {
             if self.continuous_time_embed {
@@ -228,6 +222,36 @@ impl DitConfig {
             s.push((format!("{e}.mlp.layers.2.bias"), vec![d]));
         }
         s.push(("y_embedder.embedding_table.embedding".into(), vec![self.table_rows(), d]));
+        s.push(("final_layer.adaLN_mod.layers.1.kernel".into(), vec![d, 2 * d]));
+        s.push(("final_layer.adaLN_mod.layers.1.bias".into(), vec![2 * d]));
+        s.push(("final_layer.linear.kernel".into(), vec![d, p * p * c]));
+        s.push(("final_layer.linear.bias".into(), vec![p * p * c]));
+        s
+    }
+
+    /// Takes the DiT's keys from a flat settings object (for a config that embeds this one).
+    pub(crate) fn read(&mut self, f: &mut Fields) -> std::result::Result<(), String> {
+        f.take("input_size", &mut self.input_size)?;
+        f.take("patch_size", &mut self.patch_size)?;
+        f.take("in_channels", &mut self.in_channels)?;
+        f.take("hidden_size", &mut self.hidden_size)?;
+        f.take("depth", &mut self.depth)?;
+        f.take("num_heads", &mut self.num_heads)?;
+        f.take("mlp_ratio", &mut self.mlp_ratio)?;
+        f.take("continuous_time_embed", &mut self.continuous_time_embed)?;
+        f.take("freq_embed_size", &mut self.freq_embed_size)?;
+        f.take("num_classes", &mut self.num_classes)?;
+        f.take("class_dropout_prob", &mut self.class_dropout_prob)?;
+        f.take("enable_dropout", &mut self.enable_dropout)?;
+        f.take("take_dt", &mut self.take_dt)?;
+        f.take("take_gw", &mut self.take_gw)
+    }
+
+    /// Every trainable parameter's reference path and shape, sorted by path.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<i64>)> {
+        let (d, h) = (self.hidden_size, self.num_heads);
+        let (hd, m) = (self.head_dim(), self.mlp_hidden());
+        let mut s = self.shared_shapes();
         for i in 0..self.depth {
             let b = format!("blocks.{i}");
             s.push((format!("{b}.adaLN_mod.layers.1.kernel"), vec![d, 6 * d]));
@@ -243,10 +267,6 @@ impl DitConfig {
             s.push((format!("{b}.mlp.linear2.kernel"), vec![m, d]));
             s.push((format!("{b}.mlp.linear2.bias"), vec![d]));
         }
-        s.push(("final_layer.adaLN_mod.layers.1.kernel".into(), vec![d, 2 * d]));
-        s.push(("final_layer.adaLN_mod.layers.1.bias".into(), vec![2 * d]));
-        s.push(("final_layer.linear.kernel".into(), vec![d, p * p * c]));
-        s.push(("final_layer.linear.bias".into(), vec![p * p * c]));
         s.sort();
         s
     }
@@ -262,68 +282,12 @@ impl DitConfig {
     }
 }
 
-/// The standard 2-D sin-cos position table of MAE / DiT (`get_2d_sincos_pos_embed`),
-/// `[grid * grid, dim]` row-major in float32, computed as the reference's numpy code does:
-/// for `d = dim / 2` and `omega_i = 1 / 10000^(i / (d / 2))`, `i < d / 2`, token
-/// `(row r, column c)` (index `r * grid + c`) is
-/// `[sin(c omega), cos(c omega), sin(r omega), cos(r omega)]` — the column (x) coordinate
-/// first. `dim` must be a positive multiple of 4.
-pub fn sincos_pos_embed_2d(dim: i64, grid: i64) -> Result<Vec<f32>> {
-    if dim <= 0 || dim % 4 != 0 {
-        return Err(Error::invalid("dim", "a positive multiple of 4", dim));
-    }
-    if grid <= 0 {
-        return Err(Error::invalid("grid", "a positive size", grid));
-    }
-    let d = dim / 2;
-    let q = (d / 2) as usize;
-    // numpy float32: omega = arange(q) ; omega /= d / 2.0 ; omega = 1.0 / 10000 ** omega
-    let omega: Vec<f32> = (0..q).map(|i| 1.0f32 / 10000f32.powf(i as f32 / (d as f32 / 2.0))).collect();
-    let mut out = Vec::with_capacity((grid * grid * dim) as usize);
-    for r in 0..grid {
-        for c in 0..grid {
-            for pos in [c as f32, r as f32] {
-                out.extend(omega.iter().map(|&w| (pos * w).sin()));
-                out.extend(omega.iter().map(|&w| (pos * w).cos()));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// How attention is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Attention {
-    /// `softmax((q / sqrt(hd)) k^T) v` with plain matmuls: supports double backward and
-    /// forward-mode AD (what MeanFlow's JVP needs). The default.
-    #[default]
-    Math,
-    /// libtorch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels where
-    /// available): faster, same math up to rounding, but its kernels may lack double
-    /// backward or forward-mode AD.
-    Fused,
-}
-
-/// How the DiT's LayerNorms (no scale, no bias, eps 1e-6) are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LayerNorm {
-    /// The reference's arithmetic (Flax `use_fast_variance=True`): `var = max(0, E[x^2] -
-    /// E[x]^2)`, `(x - E[x]) * rsqrt(var + eps)`, as ten elementwise ops and reductions.
-    /// The default.
-    #[default]
-    FastVariance,
-    /// libtorch's fused `layer_norm` (one kernel forward and backward, with forward-AD and
-    /// double-backward formulas): the same function with the variance summed as
-    /// `E[(x - E[x])^2]`, so results differ from the reference by rounding (and are more
-    /// accurate where `|E[x]|` dwarfs the spread). For speed.
-    Fused,
-}
 
 /// The DiT; parameters are leaf tensors that require gradients.
 #[derive(Debug)]
 pub struct Dit {
     cfg: DitConfig,
-    params: BTreeMap<String, Tensor>,
+    params: ParamTable,
     pe: Tensor,
     attention: Attention,
     layer_norm: LayerNorm,
@@ -340,18 +304,10 @@ impl Dit {
     /// network computes attention with [`Attention::Math`] and the reference's LayerNorm.
     pub fn from_params(cfg: DitConfig, params: BTreeMap<String, Tensor>, buffers: BTreeMap<String, Tensor>) -> Result<Dit> {
         cfg.validate()?;
-        check_names_and_shapes("parameter", &cfg.parameter_shapes(), &params)?;
+        let params = ParamTable::new(&cfg.parameter_shapes(), params, "x_proj.kernel")?;
         check_names_and_shapes("buffer", &cfg.buffer_shapes(), &buffers)?;
-        let device = params.get("x_proj.kernel").map(|t| t.device()).unwrap_or(Device::Cpu);
-        let mut out = BTreeMap::new();
-        for (name, p) in params {
-            if p.device() != device {
-                return Err(Error::invalid(format!("parameter {name}"), format!("device {device:?} (that of x_proj.kernel)"), format!("{:?}", p.device())));
-            }
-            out.insert(name, p.f_to_kind(Kind::Float)?.f_detach()?.f_contiguous()?.set_requires_grad(true));
-        }
-        let pe = buffers[Dit::BUFFER_NAMES[0]].f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach()?;
-        Ok(Dit { cfg, params: out, pe, attention: Attention::Math, layer_norm: LayerNorm::FastVariance })
+        let pe = buffers[Dit::BUFFER_NAMES[0]].f_to_kind(tch::Kind::Float)?.f_to_device(params.device())?.f_detach()?;
+        Ok(Dit { cfg, params, pe, attention: Attention::Math, layer_norm: LayerNorm::FastVariance })
     }
 
     /// Builds the network from [`Weights`] (see [`Dit::from_params`]).
@@ -375,13 +331,11 @@ impl Dit {
         Dit::from_weights(cfg, w)
     }
 
-    /// The buffers a fresh model uses: `x_embedder.pe` = [`sincos_pos_embed_2d`]`(D, grid)`
-    /// as `[1, T, D]`.
+    /// The buffers a fresh model uses: `x_embedder.pe` = [`common::sincos_pos_embed_2d`]`(D,
+    /// grid)` as `[1, T, D]`.
     pub fn default_buffers(cfg: &DitConfig, device: Device) -> Result<BTreeMap<String, Tensor>> {
         cfg.validate()?;
-        let pe = sincos_pos_embed_2d(cfg.hidden_size, cfg.grid())?;
-        let pe = Tensor::f_from_slice(&pe)?.f_reshape([1, cfg.tokens(), cfg.hidden_size])?.f_to_device(device)?;
-        Ok(BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), pe)]))
+        Ok(BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), common::pos_embed_buffer(cfg, device)?)]))
     }
 
     /// A freshly initialised model (torch's global generator seeded with `seed`), with the
@@ -393,27 +347,9 @@ impl Dit {
     pub fn init(cfg: DitConfig, seed: i64, device: Device) -> Result<Dit> {
         cfg.validate()?;
         tch::manual_seed(seed);
-        let opts = (Kind::Float, device);
         let mut params = BTreeMap::new();
         for (name, shape) in cfg.parameter_shapes() {
-            let t = if name.contains("adaLN_mod") || name.starts_with("final_layer.linear") || name.ends_with(".bias") {
-                Tensor::f_zeros(&shape, opts)?
-            } else if name.ends_with("gaussian_basis") {
-                Tensor::f_randn(&shape, opts)?
-            } else if name.ends_with("embedding") || name.contains("_embedder.mlp.") {
-                Tensor::f_randn(&shape, opts)?.f_mul_scalar(0.02)?
-            } else {
-                // Xavier uniform on the kernel seen as a matrix [fan_in, fan_out].
-                let (fan_in, fan_out): (i64, i64) = if name.ends_with("attn.out.kernel") {
-                    (shape[0] * shape[1], shape[2])
-                } else if name.contains(".attn.") {
-                    (shape[0], shape[1] * shape[2])
-                } else {
-                    (shape[..shape.len() - 1].iter().product(), shape[shape.len() - 1])
-                };
-                let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                Tensor::f_rand(&shape, opts)?.f_mul_scalar(2.0 * a)?.f_sub_scalar(a)?
-            };
+            let t = common::init_param(&name, &shape, device)?;
             params.insert(name, t);
         }
         Dit::from_params(cfg.clone(), params, Dit::default_buffers(&cfg, device)?)
@@ -461,139 +397,41 @@ impl Dit {
         self
     }
 
-    fn ln(&self, x: &Tensor) -> Result<Tensor> {
-        match self.layer_norm {
-            LayerNorm::FastVariance => layer_norm(x),
-            LayerNorm::Fused => Ok(x.f_layer_norm([self.cfg.hidden_size], None::<Tensor>, None::<Tensor>, LN_EPS, true)?),
-        }
-    }
-
     /// The parameters and buffers, e.g. to save them with [`Weights::write_safetensors`].
     pub fn weights(&self) -> Weights {
-        Weights {
-            params: self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect(),
-            buffers: BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), self.pe.shallow_clone())]),
-        }
-    }
-
-    fn p(&self, name: &str) -> Result<&Tensor> {
-        self.params.get(name).ok_or_else(|| Error::invalid("parameter", "a parameter of this configuration", name))
-    }
-
-    /// `x @ kernel + bias` over the last axis.
-    fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_matmul(self.p(&format!("{prefix}.kernel"))?)?.f_add(self.p(&format!("{prefix}.bias"))?)?)
-    }
-
-    /// The time-like embedder `prefix` applied to `s` `[B]`.
-    fn time_embed(&self, prefix: &str, s: &Tensor) -> Result<Tensor> {
-        let f = self.cfg.freq_embed_size;
-        let half = f / 2;
-        let s = s.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?;
-        let feats = if self.cfg.continuous_time_embed {
-            let basis = self.p(&format!("{prefix}.gaussian_basis"))?.f_detach()?.f_unsqueeze(0)?;
-            let two_pi = (2.0 * std::f32::consts::PI) as f64;
-            let a = s.f_mul(&basis)?.f_mul_scalar(two_pi)?;
-            Tensor::f_cat(&[a.f_sin()?, a.f_cos()?], -1)?
-        } else {
-            // freqs = exp((-ln(10000) * arange(half)) / half), float32 as the reference.
-            let ln = (10000f32).ln() as f64;
-            let freqs = Tensor::f_arange(half, (Kind::Float, s.device()))?.f_mul_scalar(-ln)?.f_div_scalar(half as f64)?.f_exp()?;
-            let a = s.f_mul(&freqs.f_unsqueeze(0)?)?;
-            let mut parts = vec![a.f_cos()?, a.f_sin()?];
-            if f % 2 == 1 {
-                parts.push(Tensor::f_zeros([a.size()[0], 1], (Kind::Float, s.device()))?);
-            }
-            Tensor::f_cat(&parts, -1)?
-        };
-        let h = self.linear(&format!("{prefix}.mlp.layers.0"), &feats)?.f_silu()?;
-        self.linear(&format!("{prefix}.mlp.layers.2"), &h)
-    }
-
-    /// Class embedding with `jnp.take`'s fill semantics: labels in `[-rows, rows)` are looked
-    /// up (negative ones wrap), others read NaN (quirk Q10).
-    fn class_embed(&self, y: &Tensor) -> Result<Tensor> {
-        let table = self.p("y_embedder.embedding_table.embedding")?;
-        let rows = self.cfg.table_rows();
-        let inside = y.f_ge(-rows)?.f_logical_and(&y.f_lt(rows)?)?;
-        let idx = y.f_remainder(rows)?.f_where_self(&inside, &y.f_zeros_like()?)?;
-        let e = table.f_index_select(0, &idx)?;
-        let nan = Tensor::f_full([1], f64::NAN, (Kind::Float, e.device()))?;
-        Ok(e.f_where_self(&inside.f_unsqueeze(-1)?, &nan)?)
+        Weights { params: self.params.to_map(), buffers: BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), self.pe.shallow_clone())]) }
     }
 
     fn attn(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (d, h, hd) = (self.cfg.hidden_size, self.cfg.num_heads, self.cfg.head_dim());
         let proj = |name: &str| -> Result<Tensor> {
-            let k = self.p(&format!("{prefix}.{name}.kernel"))?.f_reshape([d, h * hd])?;
-            let bias = self.p(&format!("{prefix}.{name}.bias"))?.f_reshape([h * hd])?;
+            let k = self.params.p(&format!("{prefix}.{name}.kernel"))?.f_reshape([d, h * hd])?;
+            let bias = self.params.p(&format!("{prefix}.{name}.bias"))?.f_reshape([h * hd])?;
             // [B, T, H*hd] -> [B, H, T, hd]
             Ok(x.f_matmul(&k)?.f_add(&bias)?.f_reshape([b, t, h, hd])?.f_transpose(1, 2)?)
         };
         let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
-        let sqrt_hd = (hd as f32).sqrt() as f64;
-        let o = match self.attention {
-            Attention::Math => {
-                let w = q.f_div_scalar(sqrt_hd)?.f_matmul(&k.f_transpose(-2, -1)?)?.f_softmax(-1, Kind::Float)?;
-                w.f_matmul(&v)?
-            }
-            Attention::Fused => Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, 1.0 / sqrt_hd, false)?,
-        };
+        let o = common::attention_core(&q, &k, &v, self.attention, ScaleOn::Query)?;
         let o = o.f_transpose(1, 2)?.f_reshape([b, t, h * hd])?;
-        let wo = self.p(&format!("{prefix}.out.kernel"))?.f_reshape([h * hd, d])?;
-        Ok(o.f_matmul(&wo)?.f_add(self.p(&format!("{prefix}.out.bias"))?)?)
+        let wo = self.params.p(&format!("{prefix}.out.kernel"))?.f_reshape([h * hd, d])?;
+        Ok(o.f_matmul(&wo)?.f_add(self.params.p(&format!("{prefix}.out.bias"))?)?)
     }
 
     fn mlp(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        let h = self.linear(&format!("{prefix}.linear1"), x)?.f_gelu("tanh")?;
-        self.linear(&format!("{prefix}.linear2"), &h)
+        let h = self.params.linear(&format!("{prefix}.linear1"), x)?.f_gelu("tanh")?;
+        self.params.linear(&format!("{prefix}.linear2"), &h)
     }
 
     fn block(&self, i: i64, x: &Tensor, silu_c: &Tensor) -> Result<Tensor> {
         let pre = format!("blocks.{i}");
-        let m = self.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(6, -1)?;
-        let a = self.attn(&format!("{pre}.attn"), &modulate(&self.ln(x)?, &m[0], &m[1])?)?;
+        let ln = |x: &Tensor| common::layer_norm(x, self.layer_norm);
+        let m = self.params.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(6, -1)?;
+        let a = self.attn(&format!("{pre}.attn"), &common::modulate(&ln(x)?, Some(&m[0]), &m[1])?)?;
         let x = x.f_add(&m[2].f_unsqueeze(1)?.f_mul(&a)?)?;
-        let h = self.mlp(&format!("{pre}.mlp"), &modulate(&self.ln(&x)?, &m[3], &m[4])?)?;
+        let h = self.mlp(&format!("{pre}.mlp"), &common::modulate(&ln(&x)?, Some(&m[3]), &m[4])?)?;
         Ok(x.f_add(&m[5].f_unsqueeze(1)?.f_mul(&h)?)?)
     }
-
-    fn check_vec(&self, name: &str, v: &Tensor, b: i64, device: Device) -> Result<()> {
-        validate::length(name, v, b)?;
-        validate::on_device(name, v, device, "that of x")
-    }
-
-    /// The labels after label dropout (train mode, `enable_dropout`, `class_dropout_prob != 0`):
-    /// `where(uniform([B]) < class_dropout_prob, K, y)`, the uniform drawn from `label_dropout`.
-    fn drop_labels(&self, y: Tensor, train: bool, rngs: Option<&mut Rngs>) -> Result<Tensor> {
-        let p = self.cfg.class_dropout_prob;
-        if !(self.cfg.enable_dropout && train && p != 0.0) {
-            return Ok(y);
-        }
-        let rngs = rngs.ok_or_else(|| {
-            Error::invalid("rngs", "random streams (the DiT draws label dropout in train mode with enable_dropout)", "none")
-        })?;
-        let b = y.size()[0];
-        let u = rngs.uniform(LABEL_DROPOUT_STREAM, &[b], 0.0, 1.0, y.device())?;
-        // JAX compares float32 draws with the float32 probability.
-        let drop = u.f_lt((p as f32) as f64)?;
-        Ok(y.f_masked_fill(&drop, self.cfg.num_classes)?)
-    }
-}
-
-/// LayerNorm over the last axis without scale or bias, as Flax's fast variance:
-/// `var = max(0, E[x^2] - E[x]^2)`, `(x - E[x]) * rsqrt(var + 1e-6)`.
-fn layer_norm(x: &Tensor) -> Result<Tensor> {
-    let mu = x.f_mean_dim(-1, true, Kind::Float)?;
-    let mu2 = x.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
-    let var = mu2.f_sub(&mu.f_square()?)?.f_clamp_min(0.0)?;
-    Ok(x.f_sub(&mu)?.f_mul(&var.f_add_scalar(LN_EPS)?.f_rsqrt()?)?)
-}
-
-/// `x * (1 + scale[:, None]) + shift[:, None]`.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.f_mul(&scale.f_unsqueeze(1)?.f_add_scalar(1.0)?)?.f_add(&shift.f_unsqueeze(1)?)?)
 }
 
 impl Backbone for Dit {
@@ -601,78 +439,28 @@ impl Backbone for Dit {
     /// Shapes, dtypes and devices are checked; values are not (a label outside the class
     /// table reads NaN, quirk Q10), so the DiT makes no device-to-host read.
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
-        validate::conditioning(&self.accepts(), &cond)?;
+        crate::validate::conditioning(&self.accepts(), &cond)?;
         let cfg = &self.cfg;
-        let (s, c, p, d) = (cfg.input_size, cfg.in_channels, cfg.patch_size, cfg.hidden_size);
-        let xs = x.size();
-        if xs.len() != 4 || xs[1] != s || xs[2] != s || xs[3] != c || xs[0] < 1 {
-            return Err(Error::invalid("x", format!("shape [B, {s}, {s}, {c}] with B >= 1"), format!("{xs:?}")));
-        }
-        if x.kind() != Kind::Float {
-            return Err(Error::invalid("x", "dtype float32", format!("{:?}", x.kind())));
-        }
-        let (b, dev) = (xs[0], self.pe.device());
-        if x.device() != dev {
-            return Err(Error::invalid("x", format!("device {dev:?} (that of the parameters)"), format!("{:?}", x.device())));
-        }
-        self.check_vec("t", t, b, dev)?;
-        let (g, tok) = (cfg.grid(), cfg.tokens());
-
-        // Patch embedding: [B, g, p, g, p, C] -> [B, g, g, p, p, C] -> [B, T, p*p*C] @ [p*p*C, D].
-        let patches = x.f_reshape([b, g, p, g, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, tok, p * p * c])?;
-        let wx = self.p("x_proj.kernel")?.f_reshape([p * p * c, d])?;
-        let mut h = patches.f_matmul(&wx)?.f_add(self.p("x_proj.bias")?)?.f_add(&self.pe)?;
-
-        let mut cvec = self.time_embed("t_embedder", t)?;
-        let y = match cond.y {
-            Some(y) => {
-                self.check_vec("y", y, b, dev)?;
-                if y.is_floating_point() || y.kind() == Kind::Bool {
-                    return Err(Error::invalid("y", "integer class labels", format!("{:?}", y.kind())));
-                }
-                y.f_to_kind(Kind::Int64)?
-            }
-            None => Tensor::f_full([b], cfg.num_classes, (Kind::Int64, dev))?,
-        };
-        let y = self.drop_labels(y, pass.train, pass.rngs)?;
-        cvec = cvec.f_add(&self.class_embed(&y)?)?;
-        if cfg.take_dt {
-            let dt = match cond.dt {
-                Some(dt) => {
-                    self.check_vec("dt", dt, b, dev)?;
-                    dt.shallow_clone()
-                }
-                None => Tensor::f_zeros([b], (Kind::Float, dev))?,
-            };
-            cvec = cvec.f_add(&self.time_embed("dt_embedder", &dt)?)?;
-        }
-        if cfg.take_gw {
-            let gw = match cond.gw {
-                Some(gw) => {
-                    self.check_vec("gw", gw, b, dev)?;
-                    gw.shallow_clone()
-                }
-                None => Tensor::f_ones([b], (Kind::Float, dev))?,
-            };
-            cvec = cvec.f_add(&self.time_embed("gw_embedder", &gw)?)?;
-        }
-        let silu_c = cvec.f_silu()?;
+        let dev = self.params.device();
+        let b = common::check_input(cfg, x, t, dev, self.params.kind())?;
+        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
+        let te = self.params.time_embed(cfg, "t_embedder", t)?;
+        let y = common::labels(cfg, cond.y, b, dev)?;
+        let y = common::drop_labels(cfg, y, pass.train && cfg.enable_dropout, pass.rngs, "the DiT draws label dropout in train mode with enable_dropout")?;
+        let c = te.f_add(&self.params.class_embed(cfg, &y)?)?;
+        let silu_c = common::add_dt_gw(&self.params, cfg, c, &cond, b, Absent::Fill)?.f_silu()?;
 
         let mut features = Vec::with_capacity(cfg.depth as usize);
         for i in 0..cfg.depth {
             h = self.block(i, &h, &silu_c)?;
             features.push(h.shallow_clone());
         }
-
-        let m = self.linear("final_layer.adaLN_mod.layers.1", &silu_c)?.f_chunk(2, -1)?;
-        let o = self.linear("final_layer.linear", &modulate(&self.ln(&h)?, &m[0], &m[1])?)?;
-        // Unpatchify: [B, g, g, p, p, C] -> [B, g, p, g, p, C] -> [B, H, W, C].
-        let out = o.f_reshape([b, g, g, p, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, s, s, c])?;
+        let out = self.params.final_layer(cfg, &common::layer_norm(&h, self.layer_norm)?, &silu_c, b)?;
         Ok(NetOutput { out, features })
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+        self.params.list()
     }
 
     fn accepts(&self) -> Accepts<'_> {
@@ -683,6 +471,8 @@ impl Backbone for Dit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rngs;
+    use tch::Kind;
 
     fn tiny() -> DitConfig {
         DitConfig {

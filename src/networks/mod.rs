@@ -14,11 +14,15 @@
 //! along tangents on `x`, `t` and `dt`, from the tangent rules of [`tangent`]; MeanFlow, sCT
 //! and sCD use it by default ([`crate::jvp::JvpBackend`]).
 //!
-//! Networks: [`ProbeMlp`] (the tiny golden-case probe) and [`Dit`] (the reference DiT);
-//! [`VarStoreBackbone`] makes any `tch::nn` network a backbone; [`weights`] loads parameters
-//! by reference module path from `.npy` files or `.safetensors`.
+//! Networks: [`ProbeMlp`] (the tiny golden-case probe), [`Dit`] (the reference DiT) and
+//! [`LightningDit`] (the reference's LightningDiT: RMSNorm, SwiGLU, 2-D RoPE, qk-norm, adaLN
+//! with or without shift), the two sharing their embedders, patching and modulation
+//! (`common.rs`); [`VarStoreBackbone`] makes any `tch::nn` network a backbone; [`weights`]
+//! loads parameters by reference module path from `.npy` files or `.safetensors`.
 
+mod common;
 mod dit;
+mod lightning_dit;
 mod probe;
 pub mod tangent;
 mod varstore;
@@ -28,7 +32,9 @@ mod varstore;
 pub const NULL_CLASS: i64 = 1000;
 pub mod weights;
 
-pub use dit::{sincos_pos_embed_2d, Attention, Dit, DitConfig, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
+pub use common::{sincos_pos_embed_2d, Attention, LayerNorm, LABEL_DROPOUT_STREAM, LN_EPS};
+pub use dit::{Dit, DitConfig};
+pub use lightning_dit::{rope_tables, AbsentDtGw, LightningDit, LightningDitConfig, NormLayer, RmsQkNorm};
 pub use probe::{ProbeMlp, ProbeMlpConfig};
 pub use varstore::VarStoreBackbone;
 pub use weights::Weights;

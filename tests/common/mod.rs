@@ -17,6 +17,17 @@ pub fn shared_golden() -> Option<PathBuf> {
     }
 }
 
+/// `../shared/golden/<set>` (e.g. `lightning`), when present.
+pub fn shared_set(set: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(set);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} does not exist here, so the reference's `{set}` cases were not replayed", p.display());
+        None
+    }
+}
+
 /// The project's own fixtures (written by spec/'s exporter).
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1")

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::golden::{Case, CaseKind, InterfaceType, NetworkType};
 use crate::interfaces::{AnyInterface, Edm, EdmConfig, LogVarHead, MeanFlow, MeanFlowConfig, Projector, RepaConfig, Scd, ScdConfig, Sct, SctConfig, SiT, SiTConfig, Teacher, TeacherConvention, PROJECTOR_PREFIX};
 use crate::jvp::JvpBackend;
-use crate::networks::{Backbone, Dit, DitConfig, ProbeMlp, ProbeMlpConfig};
+use crate::networks::{Backbone, Dit, DitConfig, LightningDit, LightningDitConfig, ProbeMlp, ProbeMlpConfig};
 use crate::rng::Rngs;
 use crate::samplers::AnySampler;
 
@@ -164,6 +164,8 @@ pub enum NetworkSpec {
     Probe(ProbeMlpConfig),
     /// `dit`.
     Dit(DitConfig),
+    /// `lightning_dit`.
+    LightningDit(LightningDitConfig),
 }
 
 /// An `encoder` block.
@@ -292,7 +294,7 @@ impl<'a> Reader<'a> {
         Ok(match self.case.header.network.ok_or_else(|| self.err("no `network`"))? {
             NetworkType::ProbeMlp => NetworkSpec::Probe(self.settings("network", s)?),
             NetworkType::Dit => NetworkSpec::Dit(self.settings("network", s)?),
-            NetworkType::LightningDit => return Err(Error::NotImplemented("the lightning_dit network".into())),
+            NetworkType::LightningDit => NetworkSpec::LightningDit(self.settings("network", s)?),
         })
     }
 
@@ -414,6 +416,7 @@ impl NetworkSpec {
         match self {
             NetworkSpec::Probe(c) => c.hidden,
             NetworkSpec::Dit(c) => c.hidden_size,
+            NetworkSpec::LightningDit(c) => c.dit.hidden_size,
         }
     }
 
@@ -427,6 +430,10 @@ impl NetworkSpec {
             NetworkSpec::Dit(cfg) => {
                 let (p, b) = (params(case, device, backbone_path)?, buffers(case, device, backbone_path)?);
                 Box::new(Dit::from_params(cfg.clone(), p, b).map_err(in_case(case))?)
+            }
+            NetworkSpec::LightningDit(cfg) => {
+                let (p, b) = (params(case, device, backbone_path)?, buffers(case, device, backbone_path)?);
+                Box::new(LightningDit::from_params(cfg.clone(), p, b).map_err(in_case(case))?)
             }
         })
     }

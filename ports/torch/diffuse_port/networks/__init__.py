@@ -10,11 +10,12 @@ NETWORKS.
 """
 
 from ..case import PortError
-from . import dit, probe
+from . import dit, lightning_dit, probe
 
 NETWORKS = {
     "probe_mlp": probe.ProbeMlp,
     "dit": dit.DiT,
+    "lightning_dit": lightning_dit.LightningDiT,
 }
 
 
