@@ -298,6 +298,25 @@ pub fn layer_norm(x: &Dual, form: Variance, eps: f64) -> Result<Dual> {
     }
 }
 
+/// LayerNorm over the last axis with a scale and a bias on libtorch's kernel (two-pass
+/// variance; LightningDiT's qk-norm with [`super::LayerNorm::Fused`]):
+/// `y = xhat scale + bias`, `xhat = (x - m) r`, `dy = r (dx - E[dx] - xhat E[xhat dx]) scale`.
+pub fn layer_norm_two_pass_affine(x: &Dual, scale: &Tensor, bias: &Tensor, eps: f64) -> Result<Dual> {
+    let d = *x.primal.size().last().unwrap_or(&1);
+    let (primal, mean, rstd) = x.primal.f_native_layer_norm([d], Some(scale), Some(bias), eps)?;
+    let tangent = match &x.tangent {
+        Some(dx) => Some(untracked(|| {
+            let kind = primal.kind();
+            let xhat = x.primal.f_sub(&mean)?.f_mul(&rstd)?;
+            let dm = dx.f_mean_dim(-1, true, kind)?;
+            let xdx = xhat.f_mul(dx)?.f_mean_dim(-1, true, kind)?;
+            Ok(dx.f_sub(&dm)?.f_sub(&xhat.f_mul(&xdx)?)?.f_mul(&rstd)?.f_mul(scale)?)
+        })?),
+        None => None,
+    };
+    Ok(Dual { primal, tangent })
+}
+
 /// The fast-variance LayerNorm; with `affine = Some((scale, bias))` Flax's
 /// `(x - m) * (rsqrt(v + eps) * scale) + bias`. Returns the result and `r`.
 fn layer_norm_fast(x: &Dual, eps: f64, affine: Option<(&Tensor, &Tensor)>) -> Result<(Dual, Tensor)> {
@@ -550,6 +569,8 @@ mod tests {
         check("layer norm with scale and bias", &[&[2, 3, 5, 8]], &|x| layer_norm_affine(&x[0], &s, &b, 1e-6));
         let w = Tensor::randn([16], F64);
         check("rms norm", &[&[3, 4, 16]], &|x| rms_norm(&x[0], &w, 1e-6));
+        let (sc, bi) = (Tensor::randn([16], F64), Tensor::randn([16], F64));
+        check("two-pass layer norm with scale and bias", &[&[3, 4, 16]], &|x| layer_norm_two_pass_affine(&x[0], &sc, &bi, 1e-6));
         // The two LayerNorms are the same function.
         let x = Tensor::randn([3, 4, 16], F64);
         let (a, b) = (layer_norm(&Dual::constant(x.shallow_clone()), Variance::Fast, 1e-6).unwrap(), layer_norm(&Dual::constant(x), Variance::TwoPass, 1e-6).unwrap());
