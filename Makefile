@@ -39,7 +39,7 @@ export DIFFUSE_SPEC_PYTHON ?= $(SPEC_VENV)/bin/python
 NOTORCH_DIR := target/notorch
 NOTORCH_BIN := $(NOTORCH_DIR)/debug/diffuse-spec
 
-.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch port dino-xcheck
+.PHONY: check test fixtures manifest fuzz bench build spec-env torch-env clean-env demo notorch port dino-xcheck gpu-kit
 
 $(TORCH_VENV)/.installed:
 	@echo "== installing torch==2.11.0 (libtorch for tch) into $(TORCH_VENV)"
@@ -118,6 +118,16 @@ demo: torch-env
 # built without libtorch, as a port author would use it.
 port: $(TORCH_VENV)/.pytest-$(PYTEST_VERSION) notorch
 	DIFFUSE_SPEC_VERIFY=$(CURDIR)/$(NOTORCH_BIN) $(TORCH_VENV)/bin/python -m pytest ports/torch -q
+
+# Release binaries of the CUDA tests and of the step benchmark, for a GPU machine with the same
+# torch (2.11.0) in its python3: copy the tree with target/gpu-kit, run benches/gpu-run there.
+gpu-kit: torch-env
+	mkdir -p target/gpu-kit
+	$(CARGO) build --release --example bench_step
+	cp target/release/examples/bench_step target/gpu-kit/
+	$(CARGO) test --release --no-run --test cuda --test cuda_rng --message-format=json \
+	  | $(TORCH_VENV)/bin/python -c 'import json, shutil, sys; [shutil.copy(m["executable"], "target/gpu-kit/" + m["target"]["name"]) for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("cuda", "cuda_rng")]'
+	ls -l target/gpu-kit
 
 clean-env:
 	rm -rf $(TORCH_VENV) $(SPEC_VENV)

@@ -167,6 +167,7 @@ def main():
                     help="CPU threads of every implementation (default 1: on a shared 2-core machine "
                          "a second thread mostly waits on other load)")
     ap.add_argument("--impls", default="crate,jax,torch")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile workers (SiT, MeanFlow, sCT)")
     ap.add_argument("--nets", default="dit", help="networks, comma separated: dit, lightning (SiT and MeanFlow steps)")
     ap.add_argument("--no-defaults", action="store_true",
                     help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
@@ -202,8 +203,10 @@ def main():
     torch_common = ["--config", a.config, "--device", a.device, "--threads", n, "--serve"] + extra
     # rows: (row label, {impl: worker label}); workers: (impl, label) -> cmd
     specs = {}
+    crate_steps = ["sit", "edm", "meanflow-fused", "meanflow-db", "meanflow-fad", "sct-fused", "sct-db", "net"]
+    light_steps = ["sit", "meanflow-fused", "meanflow-db", "meanflow-fad", "net"]
     if "crate" in impls and "lightning" in nets:
-        for it in ["sit", "meanflow-db", "meanflow-fad", "net"]:
+        for it in light_steps:
             specs[("crate", lab(it, "lightning"))] = [CRATE, "--interface", it, "--net", "lightning"] + crate_common
     if "jax" in impls and "lightning" in nets:
         for it in ["sit", "meanflow"]:
@@ -211,12 +214,11 @@ def main():
     if "torch" in impls and "lightning" in nets:
         for it in ["sit", "meanflow"]:
             specs[("torch", lab(it, "lightning"))] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--net", "lightning"] + torch_common
-    if "dit" not in nets:
-        impls_dit = []
-    else:
-        impls_dit = impls
+            if not a.no_compile:
+                specs[("torch", lab(it, "lightning") + "@compile")] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--net", "lightning", "--compile"] + torch_common
+    impls_dit = impls if "dit" in nets else []
     if "crate" in impls_dit:
-        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+        for it in crate_steps:
             specs[("crate", it)] = [CRATE, "--interface", it] + crate_common
         if not a.no_defaults:
             # The crate's defaults: math attention, the reference's fast-variance LayerNorm.
@@ -224,14 +226,17 @@ def main():
             specs[("crate", "sit@defaults")] = [CRATE, "--interface", "sit"] + ref + crate_common
             specs[("crate", "net@defaults")] = [CRATE, "--interface", "net"] + ref + crate_common
     if a.crate_baseline:
-        for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]:
+        for it in crate_steps:
             specs[("base", it)] = [os.path.abspath(a.crate_baseline), "--interface", it] + crate_common
     if "jax" in impls_dit:
-        for it in ["sit", "edm", "meanflow"]:
+        for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("jax", it)] = [JAX_PY, "benches/jax_step.py", "--interface", it, "--serve"]
     if "torch" in impls_dit:
-        for it in ["sit", "edm", "meanflow"]:
+        for it in ["sit", "edm", "meanflow", "sct"]:
             specs[("torch", it)] = [TORCH_PY, "benches/torch_dit.py", "--interface", it] + torch_common
+        if not a.no_compile:
+            for it in ["sit", "meanflow", "sct"]:
+                specs[("torch", it + "@compile")] = [TORCH_PY, "benches/torch_dit.py", "--interface", it, "--compile"] + torch_common
 
     load0 = loadavg()
     print(f"# {a.config} on {a.device}{' bf16' if a.bf16 else ''}, {a.threads} thread(s) each, "
@@ -292,33 +297,54 @@ def main():
         return med.get((impl, it), float("nan"))
 
     print()
-    print(f"{'network':<11}{'interface':<14}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'ratio':>8}")
-    rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-db", "meanflow-db", "meanflow"),
-            ("meanflow-fad", "meanflow-fad", "meanflow")]
+    print(f"{'network':<11}{'interface':<16}{'crate_ms':>10}{'jax_ms':>10}{'torch_ms':>10}{'compile_ms':>12}{'ratio':>8}{'ratio_c':>9}")
+    rows = [("sit", "sit", "sit"), ("edm", "edm", "edm"), ("meanflow-fused", "meanflow-fused", "meanflow"),
+            ("meanflow-db", "meanflow-db", "meanflow"), ("meanflow-fad", "meanflow-fad", "meanflow"),
+            ("sct-fused", "sct-fused", "sct"), ("sct-db", "sct-db", "sct")]
     table = []
     for net in nets:
         for label, cit, oit in rows:
-            if net == "lightning" and label == "edm":
+            if net == "lightning" and label not in light_steps:
                 continue
             c, j, t = g("crate", lab(cit, net)), g("jax", lab(oit, net)), g("torch", lab(oit, net))
+            tc = g("torch", lab(oit, net) + "@compile")
             others = [v for v in (j, t) if v == v]
             ratio = c / min(others) if others else float("nan")
-            table.append({"network": net, "interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t, "ratio": ratio})
-            print(f"{net:<11}{label:<14}{c:>10.1f}{j:>10.1f}{t:>10.1f}{ratio:>8.2f}")
-    print("(ratio = crate / min(jax, torch); meanflow rows: the crate's JVP backend vs each "
-          "implementation's one MeanFlow step; jax: jax.jvp, torch: torch.func.jvp)")
+            with_c = [v for v in (j, t, tc) if v == v]
+            ratio_c = c / min(with_c) if with_c else float("nan")
+            table.append({"network": net, "interface": label, "crate_ms": c, "jax_ms": j, "torch_ms": t,
+                          "torch_compile_ms": tc, "ratio": ratio, "ratio_with_compile": ratio_c})
+            print(f"{net:<11}{label:<16}{c:>10.1f}{j:>10.1f}{t:>10.1f}{tc:>12.1f}{ratio:>8.2f}{ratio_c:>9.2f}")
+    print("(ratio = crate / min(jax, torch eager); ratio_c also against torch.compile. meanflow / sct rows: the "
+          "crate's JVP backend vs each implementation's one step; jax: jax.jvp under jit; torch: torch.func.jvp "
+          "under no_grad + a forward with gradients)")
     print()
+
+    def rel(a_, b_):
+        return a_ / b_ if a_ == a_ and b_ == b_ and b_ else float("nan")
+
     mf = {}
     for net in nets:
         pre = "" if net == "dit" else "lightning "
-        mf[pre + "crate-db"] = g("crate", lab("meanflow-db", net)) / g("crate", lab("sit", net))
-        mf[pre + "crate-fad"] = g("crate", lab("meanflow-fad", net)) / g("crate", lab("sit", net))
-        mf[pre + "jax"] = g("jax", lab("meanflow", net)) / g("jax", lab("sit", net))
-        mf[pre + "torch"] = g("torch", lab("meanflow", net)) / g("torch", lab("sit", net))
+        sit_c, sit_cc = g("crate", lab("sit", net)), g("torch", lab("sit", net) + "@compile")
+        mf[pre + "crate-fused"] = rel(g("crate", lab("meanflow-fused", net)), sit_c)
+        mf[pre + "crate-db"] = rel(g("crate", lab("meanflow-db", net)), sit_c)
+        mf[pre + "crate-fad"] = rel(g("crate", lab("meanflow-fad", net)), sit_c)
+        mf[pre + "jax"] = rel(g("jax", lab("meanflow", net)), g("jax", lab("sit", net)))
+        mf[pre + "torch"] = rel(g("torch", lab("meanflow", net)), g("torch", lab("sit", net)))
+        mf[pre + "torch-compile"] = rel(g("torch", lab("meanflow", net) + "@compile"), sit_cc)
+    sct = {
+        "crate-fused": rel(g("crate", "sct-fused"), g("crate", "sit")),
+        "crate-db": rel(g("crate", "sct-db"), g("crate", "sit")),
+        "jax": rel(g("jax", "sct"), g("jax", "sit")),
+        "torch": rel(g("torch", "sct"), g("torch", "sit")),
+        "torch-compile": rel(g("torch", "sct@compile"), g("torch", "sit@compile")),
+    }
     if a.crate_baseline:
         print("crate vs baseline build (step ms, crate/base): " + "  ".join(
-            f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in ["sit", "edm", "meanflow-db", "meanflow-fad", "net"]))
+            f"{it} {g('crate', it):.1f}/{g('base', it):.1f}" for it in crate_steps))
     print("meanflow/sit step-time ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in mf.items()))
+    print("sct/sit step-time ratio:      " + "  ".join(f"{k} {v:.2f}" for k, v in sct.items()))
     over = {}
     for it, net in [("sit", "net"), ("edm", "net"), ("sit@defaults", "net@defaults"), (lab("sit", "lightning"), lab("net", "lightning"))]:
         s, b = g("crate", it), g("crate", net)
@@ -330,7 +356,7 @@ def main():
     if ("crate", "sit@defaults") in workers:
         print(f"crate speed options (fused attention and LayerNorm) vs defaults (math attention, fast-variance "
               f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
-              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (MeanFlow: math attention, fused LayerNorm)")
+              f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (the autograd JVPs: math attention, fused LayerNorm)")
     print()
     print(f"{'memory':<32}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
     for key, m in mem.items():
@@ -344,27 +370,32 @@ def main():
     ms = {}
     for net in nets:
         pre = "" if net == "dit" else "lightning "
-        for impl, pairs in [("crate-db", ("meanflow-db", "sit")), ("crate-fad", ("meanflow-fad", "sit")),
-                            ("jax", ("meanflow", "sit")), ("torch", ("meanflow", "sit"))]:
-            base = impl.split("-")[0]
-            a_, b_ = mem.get((base, lab(pairs[0], net))), mem.get((base, lab(pairs[1], net)))
+        for label, impl, num, den in [("crate-fused", "crate", "meanflow-fused", "sit"), ("crate-db", "crate", "meanflow-db", "sit"),
+                                      ("crate-fad", "crate", "meanflow-fad", "sit"), ("jax", "jax", "meanflow", "sit"),
+                                      ("torch", "torch", "meanflow", "sit"), ("torch-compile", "torch", "meanflow@compile", "sit@compile"),
+                                      ("sct crate-fused", "crate", "sct-fused", "sit"), ("sct crate-db", "crate", "sct-db", "sit"),
+                                      ("sct jax", "jax", "sct", "sit"), ("sct torch", "torch", "sct", "sit")]:
+            if net == "lightning" and label.startswith("sct"):
+                continue
+            sfx = lambda w: lab(w.split("@")[0], net) + ("@" + w.split("@")[1] if "@" in w else "")
+            a_, b_ = mem.get((impl, sfx(num))), mem.get((impl, sfx(den)))
             if a_ and b_ and b_.get("step_kb"):
-                ms[pre + impl] = a_["step_kb"] / b_["step_kb"]
+                ms[pre + label] = a_["step_kb"] / b_["step_kb"]
     if ms:
-        print("meanflow/sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
+        print("meanflow (sct) / sit step-memory ratio: " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     if cuda:
         arch = ARCH[a.config]
         b = a.batch or arch["B"]
         print(f"\nthroughput ({a.config}, batch {b}; model FLOPs: forward x3, MeanFlow x6; "
               f"fraction of the H200's {H200_BF16_PEAK_TFLOPS:.0f} TFLOP/s bf16 peak)")
         for key, w in workers.items():
-            light = key[1].endswith(LIGHTNING)
-            it = key[1].removesuffix(LIGHTNING).split("@")[0]
+            light = LIGHTNING in key[1]
+            it = key[1].split("@")[0].removesuffix(LIGHTNING)
             if it in ("net",):
                 continue
             mf = it.startswith("meanflow")
             fl = dit_forward_flops(arch["D"], arch["T"], arch["L"], arch["P"], arch["F"], arch["M"], 2 if mf else 1, swiglu=light)
-            fl *= b * (6.0 if mf else 3.0)
+            fl *= b * (6.0 if mf else 4.0 if it.startswith("sct") else 3.0)
             t = med[key] * 1e-3
             tf = fl / t / 1e12
             print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
@@ -374,7 +405,8 @@ def main():
     print(f"load average: start {load0}, end {load1}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "load": [load0, load1], "table": table, "meanflow_over_sit": mf, "meanflow_over_sit_memory": ms,
+            json.dump({"args": vars(a), "load": [load0, load1], "table": table, "meanflow_over_sit": mf, "sct_over_sit": sct,
+                       "step_memory_over_sit": ms,
                        "overhead": over, "memory": {f"{k[0]}/{k[1]}": v for k, v in mem.items()},
                        "times_ms": {f"{k[0]}/{k[1]}": w.times for k, w in workers.items()},
                        "info": {f"{k[0]}/{k[1]}": w.info for k, w in workers.items()}}, f, indent=1)

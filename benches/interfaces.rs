@@ -7,7 +7,8 @@
 //!   256 in float32 the activations alone are estimated at ~180 GB, more than one H200 holds)
 //!   is reported as skipped; `examples/bench_step --batch N` measures smaller batches.
 //!
-//! SiT, EDM and REPA use the fused attention, MeanFlow the math path (its JVP needs it); all
+//! SiT, EDM, REPA and the fused-JVP steps of MeanFlow / sCT use the fused attention, the
+//! autograd JVPs (double backward, forward AD) the math path (they need it); all
 //! use libtorch's fused LayerNorm (`LayerNorm::Fused`; the reference's fast-variance
 //! arithmetic is the crate's default).
 //! `benches/compare` times the same steps against JAX and PyTorch eager.
@@ -22,7 +23,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingM
 use diffuse_spec::precision::autocast_bf16;
 use tch::Device;
 
-const STEPS: [Step; 5] = [Step::Sit, Step::Edm, Step::MeanFlowDb, Step::MeanFlowFad, Step::Repa];
+const STEPS: [Step; 8] = [Step::Sit, Step::Edm, Step::MeanFlowFused, Step::MeanFlowDb, Step::MeanFlowFad, Step::SctFused, Step::SctDb, Step::Repa];
 
 fn bench_one(c: &mut Criterion, cfg: Config, net: Net, step: Step, device: Device, bf16: bool, label: &str) {
     let mut s = match TrainStep::new(cfg, net, step, device, StepOptions::default()) {

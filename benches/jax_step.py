@@ -1,8 +1,8 @@
 """One training step of the JAX restatement (spec/diffuse_spec_ref) under jax.jit, for
 benches/compare: the spec's FunctionalDiT (or FunctionalLightningDiT with ``--net
-lightning``: the same sizes with SwiGLU, RoPE, RMSNorm and adaLN shift) and interfaces,
-``jax.jit(jax.value_and_grad(mean loss))`` over the network's parameters, on the bench-s
-configuration (16x16x4, patch 2, hidden 192, depth 6, 3 heads, batch 16, float32).
+lightning``: the same sizes with SwiGLU, RoPE, RMSNorm and adaLN shift) and interfaces (SiT,
+EDM, MeanFlow, sCT), ``jax.jit(jax.value_and_grad(mean loss))`` over the network's parameters,
+on the bench-s configuration (16x16x4, patch 2, hidden 192, depth 6, 3 heads, batch 16, float32).
 
 Worker protocol (as examples/bench_step.rs --serve): prints ``{"ready": ...}`` after setup,
 then answers ``warmup N`` / ``run N`` with ``{"times_ms": [...]}``, ``trim`` (glibc
@@ -10,7 +10,7 @@ malloc_trim, so that VmRSS measures live memory) with ``{"trimmed": true}``, and
 ``quit``.
 Each step gets fresh streams from a traced seed (so XLA cannot constant-fold the draws).
 
-    python benches/jax_step.py --interface sit|edm|meanflow [--net dit|lightning] [--serve | --steps N]
+    python benches/jax_step.py --interface sit|edm|meanflow|sct [--net dit|lightning] [--serve | --steps N]
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from diffuse_spec_ref.interfaces.consistency import sCTInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.edm import EDMInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.meanflow import MeanFlowInterface  # noqa: E402
 from diffuse_spec_ref.interfaces.sit import SiTInterface  # noqa: E402
@@ -67,6 +68,9 @@ def build(kind: str, net_kind: str = "dit"):
             iface = EDMInterface(net, "lognormal", t_mu=-1.2, t_sigma=1.2, rngs=rngs)
         elif kind == "meanflow":
             iface = MeanFlowInterface(net, "uniform", rngs=rngs)
+        elif kind == "sct":
+            # the paper's defaults (log-normal P_mean -1.0, P_std 1.4, sigma_d 0.5), step 0
+            iface = sCTInterface(net, rngs=rngs)
         else:
             raise SystemExit(f"unknown interface {kind}")
         return jnp.mean(iface(x, y=y)["loss"])

@@ -1,9 +1,11 @@
-"""The bench-s training step as a PyTorch user would write it, eager mode, for
-benches/compare: the DiT of Peebles & Xie (the facebookresearch/DiT layout: patch conv,
-fused qkv Linear, ``F.scaled_dot_product_attention``, ``nn.LayerNorm`` without affine,
-tanh GELU, adaLN-Zero modulation) with the SiT, EDM and MeanFlow losses (MeanFlow's JVP by
-``torch.func.jvp``, attention on the math backend there since the fused CPU kernel has no
-forward-AD formula). Same sizes, batch and settings as the crate's bench-s step: DiT
+"""The bench-s training step as a PyTorch user would write it, eager mode (or under
+``torch.compile`` with ``--compile``), for benches/compare: the DiT of Peebles & Xie (the
+facebookresearch/DiT layout: patch conv, fused qkv Linear, ``F.scaled_dot_product_attention``,
+``nn.LayerNorm`` without affine, tanh GELU, adaLN-Zero modulation) with the SiT, EDM, MeanFlow
+and sCT losses. MeanFlow's and sCT's JVP follow the recipe of the public PyTorch MeanFlow
+ports, the fastest public one: ``torch.func.jvp`` under ``no_grad`` (attention on the math
+backend there, since the fused CPU kernel has no forward-AD formula), then a separate forward
+with gradients (fused SDPA). Same sizes, batch and settings as the crate's bench-s step: DiT
 16x16x4, patch 2, hidden 192, depth 6, 3 heads, MLP ratio 4, 256 frequencies, 1000 classes,
 label dropout 0.1; batch 16, float32; MeanFlow with the reference defaults (w = 1,
 kappa = 0.5: two no-grad forwards for the guided velocity, fm_portion 0.75, cond drop 0.5).
@@ -16,8 +18,8 @@ Worker protocol (as examples/bench_step.rs --serve): ``{"ready": ...}`` after se
 ``warmup N`` / ``run N`` -> ``{"times_ms": [...]}``, ``trim`` (glibc malloc_trim, so that
 VmRSS measures live memory) -> ``{"trimmed": true}``, ``quit``.
 
-    python benches/torch_dit.py --interface sit|edm|meanflow [--net dit|lightning] [--config bench-s|bench-xl]
-                                [--device cpu|cuda] [--bf16] [--batch N] [--threads N]
+    python benches/torch_dit.py --interface sit|edm|meanflow|sct [--net dit|lightning] [--config bench-s|bench-xl]
+                                [--device cpu|cuda] [--bf16] [--batch N] [--threads N] [--compile]
                                 [--serve | --steps N]
 """
 from __future__ import annotations
@@ -245,7 +247,13 @@ def edm_loss(net, x, y, xs=0.5):
     return (w * (d - x) ** 2).mean(dim=(1, 2, 3))
 
 
-def meanflow_loss(net, x, y, w=1.0, kappa=0.5, fm_portion=0.75, cond_drop=0.5, eps=1e-3, power=1.0):
+def meanflow_loss(net, x, y, w=1.0, kappa=0.5, fm_portion=0.75, cond_drop=0.5, eps=1e-3, power=1.0,
+                  fwd=None, jvp=None):
+    """MeanFlow with the recipe of the public PyTorch ports: ``torch.func.jvp`` under ``no_grad``
+    for ``du/dt`` (the math SDPA backend: the fused CPU kernel has no forward-AD formula), then
+    a separate forward with gradients for ``u``. ``fwd`` / ``jvp``: compiled versions of the
+    network call and of the JVP (``--compile``)."""
+    fwd = net if fwd is None else fwd
     b = x.shape[0]
     a, c = torch.rand(b, device=x.device), torch.rand(b, device=x.device)
     t, r = torch.maximum(a, c), torch.minimum(a, c)
@@ -259,23 +267,68 @@ def meanflow_loss(net, x, y, w=1.0, kappa=0.5, fm_portion=0.75, cond_drop=0.5, e
     with torch.no_grad():
         if not (w == 1.0 and kappa == 0.0):
             zeros = torch.zeros_like(t)
-            v_unc = net(x_t, t, neg_y, dt=zeros)
-            v_c = net(x_t, t, y, dt=zeros)
+            v_unc = fwd(x_t, t, neg_y, dt=zeros)
+            v_c = fwd(x_t, t, y, dt=zeros)
             v = w * v + (1 - w - kappa) * v_unc + kappa * v_c
     net.train()
     k = (torch.rand(b, device=x.device) < cond_drop).sum()
     drop = torch.arange(b, device=x.device) < k
     y = torch.where(drop, neg_y, y)
     v = torch.where(bcast(drop, v), n - x, v)
-    with sdpa_kernel(SDPBackend.MATH):
-        u, dudt = torch.func.jvp(lambda x_t, t, r: net(x_t, t, y, dt=t - r), (x_t, t, r),
-                                 (v, torch.ones_like(t), torch.zeros_like(r)))
+    with torch.no_grad():
+        if jvp is not None:
+            dudt = jvp(x_t, t, r, y, v)
+        else:
+            dudt = meanflow_jvp(net, x_t, t, r, y, v)
+    u = fwd(x_t, t, y, dt=t - r)
     target = (v - torch.clamp(bcast(t - r, v), 0.0, 1.0) * dudt).detach()
     l = ((u - target) ** 2).sum(dim=(1, 2, 3))
     return (1.0 / (l + eps) ** power).detach() * l
 
 
-LOSSES = {"sit": sit_loss, "edm": edm_loss, "meanflow": meanflow_loss}
+def meanflow_jvp(net, x_t, t, r, y, v):
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.func.jvp(lambda x_t, t, r: net(x_t, t, y, dt=t - r), (x_t, t, r),
+                              (v, torch.ones_like(t), torch.zeros_like(r)))[1]
+
+
+def sct_jvp(net, x_in, t, y, tx, tt):
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.func.jvp(lambda a, b: net(a, b, y), (x_in, t), (tx, tt))[1]
+
+
+def sct_loss(net, x, y, xs=0.5, p_mean=-1.0, p_std=1.4, c=0.1, step=0, warmup=10000, fwd=None, jvp=None):
+    """sCT (Lu & Song 2024, Algorithm 1) with the paper's defaults at step 0 (so r = 0; the JVP
+    is computed all the same), the same recipe: ``torch.func.jvp`` under ``no_grad``, then a
+    forward with gradients. The log-variance head is a zero-initialised linear map of a
+    Fourier embedding of t, as the crate's."""
+    fwd = net if fwd is None else fwd
+    b = x.shape[0]
+    t = torch.atan(torch.exp(torch.randn(b, device=x.device) * p_std + p_mean) / xs)
+    z = torch.randn_like(x) * xs
+    tb = bcast(t, x)
+    cos, sin = torch.cos(tb), torch.sin(tb)
+    x_t = cos * x + sin * z
+    dxdt = cos * z - sin * x
+    cs = torch.cos(t) * torch.sin(t)
+    x_in = x_t / xs
+    with torch.no_grad():
+        tx, tt = bcast(cs, dxdt) * dxdt, cs * xs
+        J = jvp(x_in, t, y, tx, tt) if jvp is not None else sct_jvp(net, x_in, t, y, tx, tt)
+    F = fwd(x_in, t, y)
+    F_sg = F.detach()
+    r = min(1.0, step / warmup) if warmup else 1.0
+    g = -(cos * cos) * (F_sg * xs - dxdt) - r * (cos * sin * x_t + J)
+    g = g / bcast(g.flatten(1).norm(dim=1) + c, g)
+    freqs = torch.exp(torch.linspace(0.0, 3.0, 8, device=x.device))
+    a = t[:, None] * freqs
+    w = (torch.cat([torch.sin(a), torch.cos(a)], -1) @ net.logvar_w + net.logvar_b)[:, 0]
+    d = x[0].numel()
+    l = ((F - F_sg - g.detach()) ** 2).flatten(1).sum(1)
+    return torch.exp(w) / d * l - w
+
+
+LOSSES = {"sit": sit_loss, "edm": edm_loss, "meanflow": meanflow_loss, "sct": sct_loss}
 
 
 def main():
@@ -287,6 +340,8 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch", type=int, default=0, help="override the configuration's batch")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the network (and MeanFlow's / sCT's JVP function)")
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
     a = ap.parse_args()
@@ -298,11 +353,44 @@ def main():
     batch = a.batch or batch
     torch.manual_seed(0)
     net = (LightningDiT if a.net == "lightning" else DiT)(**arch, take_dt=(a.interface == "meanflow")).to(dev)
+    if a.interface == "sct":
+        net.logvar_w = nn.Parameter(torch.zeros(16, 1, device=dev))
+        net.logvar_b = nn.Parameter(torch.zeros(1, device=dev))
     params = [p for p in net.parameters()]
     s = arch["input_size"]
     x = torch.randn(batch, arch["in_channels"], s, s, device=dev)
     y = (torch.arange(batch, device=dev) * 37) % 1000
     loss_fn = LOSSES[a.interface]
+    compile_notes = []
+    if a.compile:
+        fwd = torch.compile(net)
+        kw = {"fwd": fwd}
+        if a.interface in ("meanflow", "sct"):
+            eager = (lambda x_t, t, r, y, v: meanflow_jvp(net, x_t, t, r, y, v)) if a.interface == "meanflow" else \
+                (lambda x_in, t, y, tx, tt: sct_jvp(net, x_in, t, y, tx, tt))
+            compiled = torch.compile(eager)
+            state = {"jvp": compiled}
+
+            def jvp_fn(*args):
+                # Inductor may fail to lower the JVP (torch 2.11 on CPU: "LoweringException:
+                # NotImplementedError: ExpandView" at the patch convolution, whose weight
+                # tangent is an expanded zero): the JVP then runs eagerly, the forwards stay compiled.
+                try:
+                    return state["jvp"](*args)
+                except Exception as e:  # noqa: BLE001
+                    if state["jvp"] is eager:
+                        raise
+                    print(f"torch.compile of the JVP failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                          "the JVP runs eagerly", file=sys.stderr)
+                    compile_notes.append("jvp eager: " + str(e).splitlines()[0][:160])
+                    state["jvp"] = eager
+                    return eager(*args)
+            kw["jvp"] = jvp_fn
+        plain = loss_fn
+        if a.interface in ("meanflow", "sct"):
+            loss_fn = lambda net_, x_, y_: plain(net_, x_, y_, **kw)  # noqa: E731
+        else:
+            loss_fn = lambda net_, x_, y_: plain(fwd, x_, y_)  # noqa: E731
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if (a.bf16 and cuda) else contextlib.nullcontext()
 
     def run(n):
@@ -321,11 +409,11 @@ def main():
             del loss, grads
         return out
 
-    info = {"impl": "torch", "interface": a.interface, "net": a.net, "torch": torch.__version__, "device": str(dev),
+    info = {"impl": "torch", "interface": a.interface, "net": a.net, "compile": a.compile, "torch": torch.__version__, "device": str(dev),
             "threads": torch.get_num_threads(), "bf16": a.bf16, "batch": batch}
     if not a.serve:
         run(1)
-        res = {"info": info, "times_ms": run(a.steps)}
+        res = {"info": dict(info, compile_notes=compile_notes), "times_ms": run(a.steps)}
         if cuda:
             res["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
         print(json.dumps(res))
@@ -336,7 +424,7 @@ def main():
         if not parts or parts[0] == "quit":
             break
         if parts[0] in ("run", "warmup"):
-            res = {"times_ms": run(int(parts[1]))}
+            res = {"times_ms": run(int(parts[1])), "compile_notes": compile_notes}
             if cuda:
                 res["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
             print(json.dumps(res), flush=True)

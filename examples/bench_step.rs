@@ -2,7 +2,7 @@
 //! JAX and PyTorch restatements, interleaved) and for the GPU report.
 //!
 //! ```text
-//! cargo run --release --example bench_step -- --interface sit|edm|meanflow-db|meanflow-fad|repa|net|net-dt
+//! cargo run --release --example bench_step -- --interface sit|edm|meanflow-fused|meanflow-db|meanflow-fad|sct-fused|sct-db|sct-fad|repa|net|net-dt
 //!     [--config bench-s|bench-xl] [--device cpu|cuda] [--net dit|lightning|probe] [--attention math|fused]
 //!     [--layer-norm fused|fast-variance] [--batch N]
 //!     [--bf16] [--serve | --warmup N --steps N]

@@ -1,7 +1,16 @@
 //! Exact Jacobian-vector products of a network, `(f(p), J_f(p) . v)`, on libtorch.
 //!
-//! libtorch offers two exact routes, both selectable:
-//! - [`JvpBackend::DoubleBackward`] (the default, plain tch): with a dummy cotangent
+//! Four backends ([`JvpBackend`]):
+//! - [`JvpBackend::Fused`]: the backbone's own JVP ([`FusedJvp`], through
+//!   [`Backbone::fused_jvp`]): one pass through the network that computes the primal with its
+//!   autograd graph and the tangent alongside it, from the primal's intermediates and without
+//!   a graph (tangent rules written by hand, [`crate::networks::tangent`]). About two forwards
+//!   of work and one forward of autograd memory; the primal may use fused kernels (SDPA) that
+//!   have no forward-AD formula. Only a backbone that has one: asking for it explicitly of
+//!   another backbone (or of a closure, [`jvp`]) is an [`Error::Unsupported`].
+//! - [`JvpBackend::Auto`] (the default): `Fused` where the backbone has a fused JVP,
+//!   `DoubleBackward` otherwise (any `tch::nn` network, a user's backbone).
+//! - [`JvpBackend::DoubleBackward`] (plain tch): with a dummy cotangent
 //!   `g` (zeros, requiring grad), `w = <J^T g, v>` is linear in `g`, so
 //!   `dw/dg = J v` (the "double-vjp" trick; cost about three forward passes).
 //! - [`JvpBackend::ForwardAd`]: forward-mode dual tensors (`_make_dual` /
@@ -11,13 +20,13 @@
 //!   the caller runs afterwards runs after it closes. Every op of `f` needs a
 //!   forward-AD formula: attention must use the math kernel, not a fused one.
 //!
-//! In both, the primal output keeps its autograd graph to the network's parameters,
-//! so a loss built from it can be backpropagated; the tangent is returned detached.
+//! In all, the primal output keeps its autograd graph to the network's parameters,
+//! so a loss built from it can be backpropagated; the tangent is returned detached. The
+//! autograd backends stay as the fallback for any network and as the cross-check of the
+//! fused passes (the tests compare all three on every JVP fixture).
 //!
 //! [`network_jvp`] is the one entry point of the interfaces (MeanFlow, sCT, sCD): one pass of
-//! a backbone with tangents on its input, its time and its `dt`. It runs the autograd
-//! backends above on any backbone; a backbone with a JVP of its own (a fused forward
-//! returning the primal with its graph and the tangent) is meant to plug in here.
+//! a backbone with tangents on its input, its time and its `dt`.
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, CStr};
@@ -27,17 +36,63 @@ use serde::Deserialize;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::networks::{Backbone, Cond, NetOutput, Pass};
+use crate::networks::{Backbone, Cond, FusedJvp, NetOutput, Pass};
+use crate::validate;
 
-/// Which JVP implementation to use.
+/// Which JVP implementation to use (settings name in parentheses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JvpBackend {
-    /// Reverse-over-reverse (double backward). The default.
+    /// (`auto`) The backbone's fused JVP where it has one, double backward otherwise. The
+    /// default.
     #[default]
+    Auto,
+    /// (`fused`) The backbone's fused primal-and-tangent pass ([`FusedJvp`]); an error for a
+    /// backbone without one.
+    Fused,
+    /// (`double_backward`) Reverse-over-reverse (double backward).
     DoubleBackward,
-    /// Forward-mode dual tensors.
+    /// (`forward_ad`) Forward-mode dual tensors.
     ForwardAd,
+}
+
+impl JvpBackend {
+    /// The backend that runs for `net`: [`JvpBackend::Auto`] becomes `Fused` when
+    /// `net.fused_jvp()` is `Some`, else `DoubleBackward`; `Fused` for a backbone without a
+    /// fused JVP is an [`Error::Unsupported`]; the others are themselves.
+    pub fn resolve(self, net: &dyn Backbone) -> Result<JvpBackend> {
+        match (self, net.fused_jvp().is_some()) {
+            (JvpBackend::Auto, true) => Ok(JvpBackend::Fused),
+            (JvpBackend::Auto, false) => Ok(JvpBackend::DoubleBackward),
+            (JvpBackend::Fused, false) => Err(no_fused_jvp()),
+            (b, _) => Ok(b),
+        }
+    }
+
+    /// The settings name (`auto`, `fused`, `double_backward`, `forward_ad`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JvpBackend::Auto => "auto",
+            JvpBackend::Fused => "fused",
+            JvpBackend::DoubleBackward => "double_backward",
+            JvpBackend::ForwardAd => "forward_ad",
+        }
+    }
+
+    /// Parses a settings name.
+    pub fn from_name(name: &str) -> Result<JvpBackend> {
+        [JvpBackend::Auto, JvpBackend::Fused, JvpBackend::DoubleBackward, JvpBackend::ForwardAd]
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| Error::Unknown { what: "JVP backend".into(), name: name.into(), known: "auto, fused, double_backward, forward_ad".into() })
+    }
+}
+
+fn no_fused_jvp() -> Error {
+    Error::Unsupported {
+        what: "the fused JVP (JvpBackend::Fused)".into(),
+        why: "this backbone has no fused primal-and-tangent pass (Backbone::fused_jvp is None); use auto, double_backward or forward_ad".into(),
+    }
 }
 
 extern "C" {
@@ -136,24 +191,34 @@ pub fn jvp(
     }
     for (i, (p, t)) in primals.iter().zip(tangents).enumerate() {
         if let Some(t) = t {
-            if t.size() != p.size() {
-                return Err(Error::invalid(format!("tangents[{i}]"), format!("shape {:?}", p.size()), format!("{:?}", t.size())));
-            }
-            if !p.is_floating_point() {
-                return Err(Error::invalid(format!("primals[{i}]"), "a float tensor (it has a tangent)", format!("dtype {:?}", p.kind())));
-            }
-            if !t.is_floating_point() {
-                return Err(Error::invalid(format!("tangents[{i}]"), "a float tensor", format!("dtype {:?}", t.kind())));
-            }
-            if t.device() != p.device() {
-                return Err(Error::invalid(format!("tangents[{i}]"), format!("device {:?} (that of primals[{i}])", p.device()), format!("{:?}", t.device())));
-            }
+            check_tangent(&format!("primals[{i}]"), p, &format!("tangents[{i}]"), t)?;
         }
     }
     match backend {
-        JvpBackend::DoubleBackward => double_backward(f, primals, tangents),
+        JvpBackend::Auto | JvpBackend::DoubleBackward => double_backward(f, primals, tangents),
         JvpBackend::ForwardAd => forward_ad(f, primals, tangents),
+        JvpBackend::Fused => Err(Error::Unsupported {
+            what: "the fused JVP of a closure".into(),
+            why: "only a backbone has a fused JVP (FusedJvp); a closure is differentiated by double_backward or forward_ad".into(),
+        }),
     }
+}
+
+/// A tangent `t` of primal `p`: same shape and device, both float.
+fn check_tangent(pname: &str, p: &Tensor, tname: &str, t: &Tensor) -> Result<()> {
+    if t.size() != p.size() {
+        return Err(Error::invalid(tname, format!("shape {:?}", p.size()), format!("{:?}", t.size())));
+    }
+    if !p.is_floating_point() {
+        return Err(Error::invalid(pname, "a float tensor (it has a tangent)", format!("dtype {:?}", p.kind())));
+    }
+    if !t.is_floating_point() {
+        return Err(Error::invalid(tname, "a float tensor", format!("dtype {:?}", t.kind())));
+    }
+    if t.device() != p.device() {
+        return Err(Error::invalid(tname, format!("device {:?} (that of {pname})", p.device()), format!("{:?}", t.device())));
+    }
+    Ok(())
 }
 
 /// The tangents of one backbone JVP ([`network_jvp`]): on the input `x`, on the time `t`,
@@ -171,8 +236,16 @@ pub struct NetTangents<'a> {
 /// One exact JVP of a backbone: the output of `net.call(x, t, cond, pass)` (with its
 /// autograd graph, and the block features) and its derivative along `(tangents.x,
 /// tangents.t, tangents.dt)` on `(x, t, cond.dt)` (detached). Other conditioning is held
-/// fixed. The network runs once, in the mode and with the streams of `pass`.
+/// fixed. The network runs once, in the mode and with the streams of `pass` (so each backend
+/// draws what one forward draws). `backend` is resolved for `net` ([`JvpBackend::resolve`]):
+/// the fused pass by default where the backbone has one. Tangents of another float dtype than
+/// their primal are converted to it.
 pub fn network_jvp(backend: JvpBackend, net: &dyn Backbone, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+    let backend = backend.resolve(net)?;
+    if backend == JvpBackend::Fused {
+        let fused: &dyn FusedJvp = net.fused_jvp().ok_or_else(no_fused_jvp)?;
+        return fused_jvp(fused, x, t, cond, tangents, pass);
+    }
     let mut primals = vec![x.shallow_clone(), t.shallow_clone()];
     let mut tans = vec![Some(tangents.x.shallow_clone()), Some(tangents.t.shallow_clone())];
     match (cond.dt, tangents.dt) {
@@ -194,6 +267,25 @@ pub fn network_jvp(backend: JvpBackend, net: &dyn Backbone, x: &Tensor, t: &Tens
         jvp(backend, &mut f, &primals, &tans)?
     };
     Ok((NetOutput { out, features }, tangent))
+}
+
+/// The fused backend: the tangents checked and converted to their primals' dtypes, the
+/// conditioning checked against what the backbone takes, then one fused pass.
+fn fused_jvp(net: &dyn FusedJvp, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+    check_tangent("x", x, "tangents.x", tangents.x)?;
+    check_tangent("t", t, "tangents.t", tangents.t)?;
+    let dt_tangent = match (cond.dt, tangents.dt) {
+        (Some(dt), Some(tdt)) => {
+            check_tangent("dt", dt, "tangents.dt", tdt)?;
+            Some(tdt.f_to_kind(dt.kind())?)
+        }
+        (None, Some(_)) => return Err(Error::invalid("tangents.dt", "none (the conditioning has no dt)", "a tangent")),
+        (_, None) => None,
+    };
+    validate::conditioning(&net.accepts(), &cond)?;
+    let (tx, tt) = (tangents.x.f_to_kind(x.kind())?, tangents.t.f_to_kind(t.kind())?);
+    let (out, tangent) = net.forward_jvp(x, t, cond, NetTangents { x: &tx, t: &tt, dt: dt_tangent.as_ref() }, pass)?;
+    Ok((out, tangent.f_detach()?))
 }
 
 fn double_backward(

@@ -1,5 +1,5 @@
 //! Replays the sCT / sCD fixtures (`fixtures/v1/sct_*`, `scd_*`, written by
-//! `spec/diffuse_spec_ref/consistency_cases.py`) with both JVP backends, and prints the worst
+//! `spec/diffuse_spec_ref/consistency_cases.py`) with every JVP backend, and prints the worst
 //! error per quantity. These cases are the crate's own specification: the reference leaves
 //! sCT / sCD empty.
 
@@ -12,7 +12,7 @@ use diffuse_spec::jvp::JvpBackend;
 use tch::Device;
 
 #[test]
-fn consistency_fixtures_replay_with_both_jvp_backends() {
+fn consistency_fixtures_replay_with_every_jvp_backend() {
     let root = common::fixtures();
     let cases: Vec<_> = golden::discover(&root)
         .expect("discover fixtures")
@@ -20,7 +20,7 @@ fn consistency_fixtures_replay_with_both_jvp_backends() {
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sct_") || n.to_string_lossy().starts_with("scd_")))
         .collect();
     assert!(cases.len() >= 13, "expected the 13 sct_/scd_ fixtures, found {}", cases.len());
-    for jvp in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+    for jvp in [JvpBackend::Fused, JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let opts = ReplayOptions { device: Device::Cpu, jvp: Some(jvp) };
         let rows: Vec<_> = cases.iter().flat_map(|c| golden::check_case_with(c, &opts)).collect();
         let bad: Vec<_> = rows.iter().filter(|r| r.status != Status::Pass).cloned().collect();

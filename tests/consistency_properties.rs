@@ -73,7 +73,7 @@ fn boundary_condition_f_at_zero_is_the_identity() {
 /// the tangent at `r = 1` is `cos(t) d/dt f(x_t(t), t)` (Algorithm 1, "JVP rearrangement").
 #[test]
 fn tangent_matches_a_float64_central_difference() {
-    for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+    for backend in [JvpBackend::Fused, JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let net = probe(Kind::Double, 4);
         let s = sct(SctConfig { jvp: backend, base: BaseConfig { x_sigma: 0.7, ..BaseConfig::sct() }, ..Default::default() }, Kind::Double);
         let sd = 0.7;
@@ -192,7 +192,7 @@ fn loss_value_and_gradients_have_the_stop_gradient_structure() {
 fn both_jvp_backends_give_the_same_loss() {
     let x = normal(10, &[5, 3, 3]) * 0.5;
     let mut out = vec![];
-    for backend in [JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
+    for backend in [JvpBackend::Fused, JvpBackend::DoubleBackward, JvpBackend::ForwardAd] {
         let net = ProbeMlp::init(CFG, 11, Device::Cpu).unwrap();
         let s = sct(SctConfig { jvp: backend, tangent_warmup_steps: 0, ..Default::default() }, Kind::Float);
         let o = s.loss_at(&net, &x, Cond::none(), &mut streams(4), 0).unwrap();

@@ -13,7 +13,7 @@
 //! functional form, like `jax.value_and_grad`: nothing accumulates into `.grad`).
 #![allow(dead_code)]
 
-use diffuse_spec::interfaces::{AnyInterface, BaseConfig, Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, SiT, SiTConfig, TimeDist};
+use diffuse_spec::interfaces::{AnyInterface, BaseConfig, Edm, EdmConfig, Interface, MeanFlow, MeanFlowConfig, Projector, Repa, RepaConfig, Sct, SctConfig, SiT, SiTConfig, TimeDist};
 use diffuse_spec::jvp::JvpBackend;
 use diffuse_spec::networks::{Attention, Backbone, Cond, Dit, DitConfig, LayerNorm, LightningDit, LightningDitConfig, Pass, ProbeMlp, ProbeMlpConfig};
 use diffuse_spec::rng::Rngs;
@@ -82,8 +82,16 @@ pub enum Net {
 pub enum Step {
     Sit,
     Edm,
+    /// MeanFlow with the fused JVP (the backbone's own primal-and-tangent pass), SDPA attention.
+    MeanFlowFused,
     MeanFlowDb,
     MeanFlowFad,
+    /// sCT (TrigFlow consistency training, paper defaults) with the fused JVP, SDPA attention.
+    SctFused,
+    /// sCT with the double-backward JVP (math attention).
+    SctDb,
+    /// sCT with forward AD (math attention).
+    SctFad,
     /// REPA around SiT (features of block `depth / 3`; targets of 768 and a projector of hidden
     /// 2048 on DiT-XL, 512 on bench-s, 64 / 64 on the probe).
     Repa,
@@ -94,37 +102,55 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [Step::Sit, Step::Edm, Step::MeanFlowDb, Step::MeanFlowFad, Step::Repa, Step::Net, Step::NetDt];
+    pub const ALL: [Step; 11] = [Step::Sit, Step::Edm, Step::MeanFlowFused, Step::MeanFlowDb, Step::MeanFlowFad, Step::SctFused, Step::SctDb, Step::SctFad, Step::Repa, Step::Net, Step::NetDt];
 
     pub fn parse(s: &str) -> Result<Step> {
-        Step::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::invalid("interface", "sit, edm, meanflow-db, meanflow-fad, repa, net, net-dt", s))
+        Step::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            Error::invalid("interface", "sit, edm, meanflow-fused, meanflow-db, meanflow-fad, sct-fused, sct-db, sct-fad, repa, net, net-dt", s)
+        })
     }
     pub fn name(self) -> &'static str {
         match self {
             Step::Sit => "sit",
             Step::Edm => "edm",
+            Step::MeanFlowFused => "meanflow-fused",
             Step::MeanFlowDb => "meanflow-db",
             Step::MeanFlowFad => "meanflow-fad",
+            Step::SctFused => "sct-fused",
+            Step::SctDb => "sct-db",
+            Step::SctFad => "sct-fad",
             Step::Repa => "repa",
             Step::Net => "net",
             Step::NetDt => "net-dt",
         }
     }
     fn takes_dt(self) -> bool {
-        matches!(self, Step::MeanFlowDb | Step::MeanFlowFad | Step::NetDt)
+        matches!(self, Step::MeanFlowFused | Step::MeanFlowDb | Step::MeanFlowFad | Step::NetDt)
     }
-    /// Whether the step needs the math attention (forward AD / double backward).
+    /// Whether the step needs the math attention (forward AD / double backward; the fused JVP
+    /// runs its primal through SDPA).
     pub fn needs_math_attention(self) -> bool {
-        matches!(self, Step::MeanFlowDb | Step::MeanFlowFad)
+        matches!(self, Step::MeanFlowDb | Step::MeanFlowFad | Step::SctDb | Step::SctFad)
+    }
+    /// Whether the step is MeanFlow.
+    pub fn is_meanflow(self) -> bool {
+        matches!(self, Step::MeanFlowFused | Step::MeanFlowDb | Step::MeanFlowFad)
+    }
+    /// Whether the step is sCT.
+    pub fn is_sct(self) -> bool {
+        matches!(self, Step::SctFused | Step::SctDb | Step::SctFad)
     }
     /// Forward-pass equivalents of matmul work per step (for model FLOP/s): forward + backward
     /// = 3; MeanFlow (default guidance: two no-grad forwards for `v_unc`, `v_c`; the JVP ~2; the
-    /// backward of `u` 2) = 6. The double-backward JVP does more work than this (it is counted
-    /// as the same model FLOPs: the measure is of useful work).
+    /// backward of `u` 2) = 6; sCT (the JVP ~2, the backward 2) = 4. The autograd JVPs do more
+    /// work than this (they are counted as the same model FLOPs: the measure is of useful work).
     pub fn forward_equivalents(self) -> f64 {
-        match self {
-            Step::MeanFlowDb | Step::MeanFlowFad => 6.0,
-            _ => 3.0,
+        if self.is_meanflow() {
+            6.0
+        } else if self.is_sct() {
+            4.0
+        } else {
+            3.0
         }
     }
 }
@@ -132,6 +158,13 @@ impl Step {
 /// The MeanFlow settings every implementation benches: the reference's defaults.
 pub fn meanflow_config(jvp: JvpBackend) -> MeanFlowConfig {
     MeanFlowConfig { jvp, ..MeanFlowConfig::default() }
+}
+
+/// The sCT settings every implementation benches: the paper's defaults (log-normal proposal
+/// `P_mean -1.0`, `P_std 1.4`, `sigma_d 0.5`, warm-up 10000 steps: step 0, so `r = 0`; the JVP
+/// is computed all the same).
+pub fn sct_config(jvp: JvpBackend) -> SctConfig {
+    SctConfig { jvp, ..SctConfig::default() }
 }
 
 /// EDM's own time distribution (log-normal, mu -1.2, sigma 1.2).
@@ -217,8 +250,12 @@ impl TrainStep {
         let iface = match step {
             Step::Sit => Iface::Plain(Box::new(SiT::new(SiTConfig::default())?)),
             Step::Edm => Iface::Plain(Box::new(Edm::new(edm_config())?)),
+            Step::MeanFlowFused => Iface::Plain(Box::new(MeanFlow::new(meanflow_config(JvpBackend::Fused))?)),
             Step::MeanFlowDb => Iface::Plain(Box::new(MeanFlow::new(meanflow_config(JvpBackend::DoubleBackward))?)),
             Step::MeanFlowFad => Iface::Plain(Box::new(MeanFlow::new(meanflow_config(JvpBackend::ForwardAd))?)),
+            Step::SctFused => Iface::Plain(Box::new(Sct::with_default_head(sct_config(JvpBackend::Fused), device)?)),
+            Step::SctDb => Iface::Plain(Box::new(Sct::with_default_head(sct_config(JvpBackend::DoubleBackward), device)?)),
+            Step::SctFad => Iface::Plain(Box::new(Sct::with_default_head(sct_config(JvpBackend::ForwardAd), device)?)),
             Step::Repa => {
                 // REPA's projector (hidden 2048, DINOv2-B targets of 768) on DiT-XL; scaled down
                 // with the network elsewhere so that it does not dominate the step.
@@ -240,8 +277,11 @@ impl TrainStep {
             }
         };
         let mut params: Vec<Tensor> = net_box.parameters().into_iter().map(|(_, p)| p).collect();
-        if let Iface::Repa(r, _) = &iface {
-            params.extend(r.parameters().into_iter().map(|(_, p)| p));
+        match &iface {
+            Iface::Repa(r, _) => params.extend(r.parameters().into_iter().map(|(_, p)| p)),
+            // sCT's log-variance head trains with the network.
+            Iface::Plain(i) => params.extend(i.parameters().into_iter().map(|(_, p)| p)),
+            Iface::Net { .. } => {}
         }
         Ok(TrainStep { step, net: net_box, iface, x, y, batch, params, attention: att, layer_norm: ln, tokens_per_example: tokens, forward_flops_per_example: flops, seed: 0 })
     }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING]... [--cases FILE]
-//!                    [--json] [--threads N] [--jvp double_backward|forward_ad] [--dump DIR]
+//!                    [--json] [--threads N] [--jvp auto|fused|double_backward|forward_ad] [--dump DIR]
 //! diffuse-spec verify --golden DIR [--golden DIR]... --candidate DIR [--filter SUBSTRING]...
 //!                     [--cases FILE] [--skip LIST]... [--json]
 //! diffuse-spec manifest DIR
@@ -22,7 +22,7 @@ use diffuse_spec::golden::{self, Row, Selection, Skip, Summary};
 
 const USAGE: &str = "usage:
   diffuse-spec check [DIR...] [--device cpu|cuda|cuda:N] [--filter SUBSTRING]... [--cases FILE]
-                     [--json] [--threads N] [--jvp double_backward|forward_ad] [--dump DIR]
+                     [--json] [--threads N] [--jvp auto|fused|double_backward|forward_ad] [--dump DIR]
       replay every golden case under DIR (default: fixtures/) with the library and print the
       conformance table; --dump writes what the replay computed and drew, in the candidate
       layout of `verify` (DIR/<case>/<stem>.npy, draw.*.npy and draws.json)
@@ -78,8 +78,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--jvp" => {
                 let v = value("--jvp")?;
-                if !matches!(v.as_str(), "double_backward" | "forward_ad") {
-                    return Err(format!("--jvp wants double_backward or forward_ad, got `{v}`"));
+                if !matches!(v.as_str(), "auto" | "fused" | "double_backward" | "forward_ad") {
+                    return Err(format!("--jvp wants auto, fused, double_backward or forward_ad, got `{v}`"));
                 }
                 o.jvp = Some(v);
             }
@@ -148,7 +148,7 @@ fn check(o: Opts) -> Result<Summary, String> {
         tch::set_num_threads(n);
     }
     let device = golden::parse_device(o.device.as_deref().unwrap_or("cpu")).map_err(|e| e.to_string())?;
-    let jvp = o.jvp.as_deref().map(|j| if j == "forward_ad" { JvpBackend::ForwardAd } else { JvpBackend::DoubleBackward });
+    let jvp = o.jvp.as_deref().map(JvpBackend::from_name).transpose().map_err(|e| e.to_string())?;
     let opts = ReplayOptions { device, jvp };
     let dirs = if o.dirs.is_empty() { vec![PathBuf::from("fixtures")] } else { o.dirs.clone() };
     let cases = golden::selected_cases(&dirs, &o.selection).map_err(|e| e.to_string())?;

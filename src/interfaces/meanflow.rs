@@ -25,9 +25,12 @@
 //!    steps 3-5 are [`MeanFlow::target`]. The JVP is taken on `(x_t, t, dt)` with tangents
 //!    `(v, 1, 1)`, the same derivative (`dt = t - r`, `dr = 0`), through
 //!    [`crate::jvp::network_jvp`].
-//!    With [`JvpBackend::ForwardAd`] the tangent is computed without autograd recording and
-//!    `u` by a separate plain forward on the same draws (same numbers; about half the
-//!    step's peak memory, for the cost of that forward).
+//!    By default ([`JvpBackend::Auto`]) a backbone with a fused JVP ([`crate::networks::FusedJvp`]:
+//!    the probe, the DiT) computes `u` with its graph and `du/dt` without one in a single pass;
+//!    another backbone gets the double-backward JVP. With [`JvpBackend::ForwardAd`] the
+//!    tangent is computed without autograd recording and `u` by a separate plain forward on
+//!    the same draws (same numbers; about half the step's peak memory of double backward, for
+//!    the cost of that forward). Every backend draws what one forward draws.
 //! 6. `l = sum over non-batch axes (u - target)^2`,
 //!    `loss = stop_grad(1 / (l + norm_eps)^norm_power) l` (the adaptive weight, eq. 14).
 //!
@@ -130,7 +133,7 @@ impl Default for MeanFlowConfig {
             norm_power: 1.0,
             fm_portion: 0.75,
             cond_drop_ratio: 0.5,
-            jvp: JvpBackend::DoubleBackward,
+            jvp: JvpBackend::Auto,
             cond_drop: CondDrop::Prefix,
             score: MeanFlowScore::Reference,
         }
@@ -366,11 +369,7 @@ impl MeanFlow {
         let c = Self::cond_with(net, cond, &y, &dt);
         let tangents = NetTangents { x: &v, t: &ones, dt: Some(&ones) };
         let (train, level) = (self.jvp_in_train_mode(), self.level());
-        let (u, dudt, features) = match self.cfg.jvp {
-            JvpBackend::DoubleBackward => {
-                let (o, dudt) = network_jvp(JvpBackend::DoubleBackward, net, x_t, t, c, tangents, Pass { train, rngs: Some(rngs), validation: level })?;
-                (o.out, dudt, o.features)
-            }
+        let (u, dudt, features) = match self.cfg.jvp.resolve(net)? {
             JvpBackend::ForwardAd => {
                 // The tangent only feeds the stop-gradient target, so it is computed without
                 // recording autograd (libtorch would otherwise keep the graph of every tangent
@@ -384,6 +383,11 @@ impl MeanFlow {
                     network_jvp(JvpBackend::ForwardAd, net, x_t, t, c, tangents, Pass { train, rngs: Some(&mut replay), validation: level })?.1
                 };
                 let o = net.call(x_t, t, c, Pass { train, rngs: Some(rngs), validation: level })?;
+                (o.out, dudt, o.features)
+            }
+            // Fused (one pass: the primal with its graph, the tangent without) or double backward.
+            backend => {
+                let (o, dudt) = network_jvp(backend, net, x_t, t, c, tangents, Pass { train, rngs: Some(rngs), validation: level })?;
                 (o.out, dudt, o.features)
             }
         };

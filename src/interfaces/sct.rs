@@ -108,7 +108,7 @@ pub struct SctConfig {
 
 impl Default for SctConfig {
     fn default() -> Self {
-        SctConfig { base: BaseConfig::sct(), tangent_warmup_steps: 10_000, tangent_norm_const: 0.1, jvp: JvpBackend::DoubleBackward }
+        SctConfig { base: BaseConfig::sct(), tangent_warmup_steps: 10_000, tangent_norm_const: 0.1, jvp: JvpBackend::Auto }
     }
 }
 

@@ -3,6 +3,11 @@
 //! label dropout, adaLN modulation, the reference's LayerNorm, attention's softmax core,
 //! unpatchify and the initialisation.
 //!
+//! The computing helpers take and return [`Dual`]s (a primal with an optional tangent, the
+//! rules of [`super::tangent`]): the plain forward runs them on constants (no tangent: the
+//! very ops of a forward), the fused JVP ([`super::FusedJvp`]) on inputs with tangents, so
+//! the two share one body and the fused pass's primal is the forward's bit for bit.
+//!
 //! Both backbones are the same skeleton (golden-format.md, "Networks"): patches plus `pe`
 //! into tokens, a conditioning vector `c = t_embedder(t) + y_embedder(y) (+ dt_embedder(dt))
 //! (+ gw_embedder(gw))`, blocks modulated by `silu(c)`, a final `(shift, scale)`-modulated
@@ -13,6 +18,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use super::dit::DitConfig;
+use super::tangent::{self, Dual, Variance};
 use super::weights::check_names_and_shapes;
 use super::Cond;
 use crate::error::{Error, Result};
@@ -34,7 +40,9 @@ pub enum Attention {
     Math,
     /// libtorch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels where
     /// available): faster, same math up to rounding. Its kernels lack double backward and
-    /// forward-mode AD, so inside a JVP ([`crate::jvp::in_jvp`]) the math kernel runs instead.
+    /// forward-mode AD, so inside an autograd JVP ([`crate::jvp::in_jvp`]) the math kernel
+    /// runs instead; the backbones' fused JVP ([`super::FusedJvp`]) keeps this kernel for
+    /// the primal and recomputes the softmax for the tangent.
     Fused,
 }
 
@@ -63,22 +71,35 @@ pub(crate) enum ScaleOn {
     KeyT,
 }
 
-/// `softmax(q k^T / sqrt(hd)) v` for `q, k, v` `[B, H, T, hd]`, on the kernel `kind` (the
-/// math kernel inside a JVP, whatever `kind` says).
-pub(crate) fn attention_core(q: &Tensor, k: &Tensor, v: &Tensor, kind: Attention, scale_on: ScaleOn) -> Result<Tensor> {
-    let hd = q.size().last().copied().unwrap_or(1);
+/// `softmax(q k^T / sqrt(hd)) v` for `q, k, v` `[B, H, T, hd]` on the kernel `kind`, with
+/// the tangent of [`tangent::attention_math`] / [`tangent::attention_sdpa`] when the inputs
+/// carry one. The plain forward passes `kind = Attention::Math` inside an autograd JVP
+/// ([`crate::jvp::in_jvp`]: the fused kernel has no forward-AD or double-backward formula);
+/// the fused JVP may keep the fused kernel (its tangent recomputes `P` without a graph).
+pub(crate) fn attention(q: &Dual, k: &Dual, v: &Dual, kind: Attention, scale_on: ScaleOn) -> Result<Dual> {
+    let hd = q.primal.size().last().copied().unwrap_or(1);
     let sqrt_hd = (hd as f32).sqrt() as f64;
-    let kind = if crate::jvp::in_jvp() { Attention::Math } else { kind };
-    Ok(match kind {
+    match kind {
         Attention::Math => {
-            let logits = match scale_on {
-                ScaleOn::Query => q.f_div_scalar(sqrt_hd)?.f_matmul(&k.f_transpose(-2, -1)?)?,
-                ScaleOn::KeyT => q.f_matmul(&k.f_transpose(-2, -1)?.f_div_scalar(sqrt_hd)?)?,
+            let (q, kt) = match scale_on {
+                ScaleOn::Query => (q.linear_map(|z| Ok(z.f_div_scalar(sqrt_hd)?))?, k.linear_map(|z| Ok(z.f_transpose(-2, -1)?))?),
+                ScaleOn::KeyT => (q.shallow_clone(), k.linear_map(|z| Ok(z.f_transpose(-2, -1)?.f_div_scalar(sqrt_hd)?))?),
             };
-            logits.f_softmax(-1, q.kind())?.f_matmul(v)?
+            let kind = q.primal.kind();
+            tangent::attention_math(&q, &kt, v, kind)
         }
-        Attention::Fused => Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, 1.0 / sqrt_hd, false)?,
-    })
+        Attention::Fused => tangent::attention_sdpa(q, k, v, 1.0 / sqrt_hd),
+    }
+}
+
+/// The attention kernel a plain forward runs: `kind`, or the math kernel inside an autograd
+/// JVP.
+pub(crate) fn forward_attention(kind: Attention) -> Attention {
+    if crate::jvp::in_jvp() {
+        Attention::Math
+    } else {
+        kind
+    }
 }
 
 /// The standard 2-D sin-cos position table of MAE / DiT (`get_2d_sincos_pos_embed`),
@@ -166,8 +187,8 @@ impl ParamTable {
     }
 
     /// `x @ <prefix>.kernel + <prefix>.bias` over the last axis.
-    pub(crate) fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_matmul(self.p(&format!("{prefix}.kernel"))?)?.f_add(self.p(&format!("{prefix}.bias"))?)?)
+    pub(crate) fn linear(&self, prefix: &str, x: &Dual) -> Result<Dual> {
+        tangent::linear(x, self.p(&format!("{prefix}.kernel"))?, Some(self.p(&format!("{prefix}.bias"))?))
     }
 
     /// The parameters, sorted by path (shallow clones: the same leaves).
@@ -185,27 +206,21 @@ impl ParamTable {
     /// (a zero column appended for odd `F`), or continuous `[sin(a), cos(a)]` with
     /// `a = (s * gaussian_basis) * float32(2 pi)` (the basis under stop-gradient); then
     /// `Linear - SiLU - Linear`.
-    pub(crate) fn time_embed(&self, cfg: &DitConfig, prefix: &str, s: &Tensor) -> Result<Tensor> {
+    pub(crate) fn time_embed(&self, cfg: &DitConfig, prefix: &str, s: &Dual) -> Result<Dual> {
         let f = cfg.freq_embed_size;
         let half = f / 2;
-        let s = s.f_to_kind(self.kind)?.f_unsqueeze(-1)?;
+        let kind = self.kind;
+        let s = s.linear_map(|z| Ok(z.f_to_kind(kind)?))?;
         let feats = if cfg.continuous_time_embed {
-            let basis = self.p(&format!("{prefix}.gaussian_basis"))?.f_detach()?.f_unsqueeze(0)?;
-            let two_pi = (2.0 * std::f32::consts::PI) as f64;
-            let a = s.f_mul(&basis)?.f_mul_scalar(two_pi)?;
-            Tensor::f_cat(&[a.f_sin()?, a.f_cos()?], -1)?
+            let basis = self.p(&format!("{prefix}.gaussian_basis"))?.f_detach()?;
+            tangent::gaussian_embedding(&s, &basis, (2.0 * std::f32::consts::PI) as f64)?
         } else {
             // freqs = exp((-ln(10000) * arange(half)) / half), float32 as the reference.
             let ln = (10000f32).ln() as f64;
-            let freqs = Tensor::f_arange(half, (self.kind, s.device()))?.f_mul_scalar(-ln)?.f_div_scalar(half as f64)?.f_exp()?;
-            let a = s.f_mul(&freqs.f_unsqueeze(0)?)?;
-            let mut parts = vec![a.f_cos()?, a.f_sin()?];
-            if f % 2 == 1 {
-                parts.push(Tensor::f_zeros([a.size()[0], 1], (self.kind, s.device()))?);
-            }
-            Tensor::f_cat(&parts, -1)?
+            let freqs = Tensor::f_arange(half, (kind, s.primal.device()))?.f_mul_scalar(-ln)?.f_div_scalar(half as f64)?.f_exp()?;
+            tangent::sinusoidal_embedding(&s, &freqs, f % 2 == 1)?
         };
-        let h = self.linear(&format!("{prefix}.mlp.layers.0"), &feats)?.f_silu()?;
+        let h = tangent::silu(&self.linear(&format!("{prefix}.mlp.layers.0"), &feats)?)?;
         self.linear(&format!("{prefix}.mlp.layers.2"), &h)
     }
 
@@ -223,21 +238,21 @@ impl ParamTable {
 
     /// Patch embedding plus the position table: `[B, g, p, g, p, C] -> [B, T, p*p*C] @
     /// [p*p*C, D] + bias + pe` (equal to the strided VALID conv of the reference).
-    pub(crate) fn patch_embed(&self, cfg: &DitConfig, pe: &Tensor, x: &Tensor, b: i64) -> Result<Tensor> {
+    pub(crate) fn patch_embed(&self, cfg: &DitConfig, pe: &Tensor, x: &Dual, b: i64) -> Result<Dual> {
         let (c, p, d, g, tok) = (cfg.in_channels, cfg.patch_size, cfg.hidden_size, cfg.grid(), cfg.tokens());
-        let patches = x.f_reshape([b, g, p, g, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, tok, p * p * c])?;
+        let patches = x.linear_map(|z| Ok(z.f_reshape([b, g, p, g, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, tok, p * p * c])?))?;
         let wx = self.p("x_proj.kernel")?.f_reshape([p * p * c, d])?;
-        Ok(patches.f_matmul(&wx)?.f_add(self.p("x_proj.bias")?)?.f_add(pe)?)
+        tangent::linear(&patches, &wx, Some(self.p("x_proj.bias")?))?.add_constant(pe)
     }
 
     /// The final layer: `(sh, sc) = split(Linear(D, 2D)(silu(c)), 2)`,
     /// `Linear(D, p*p*C)(normed * (1 + sc) + sh)`, then unpatchify to `[B, H, W, C]` (each
     /// token's values in `(p, q, C)` order).
-    pub(crate) fn final_layer(&self, cfg: &DitConfig, normed: &Tensor, silu_c: &Tensor, b: i64) -> Result<Tensor> {
-        let m = self.linear("final_layer.adaLN_mod.layers.1", silu_c)?.f_chunk(2, -1)?;
-        let o = self.linear("final_layer.linear", &modulate(normed, Some(&m[0]), &m[1])?)?;
+    pub(crate) fn final_layer(&self, cfg: &DitConfig, normed: &Dual, silu_c: &Dual, b: i64) -> Result<Dual> {
+        let m = self.linear("final_layer.adaLN_mod.layers.1", silu_c)?.chunk(2, -1)?;
+        let o = self.linear("final_layer.linear", &tangent::modulate(normed, Some(&m[0]), &m[1])?)?;
         let (s, c, p, g) = (cfg.input_size, cfg.in_channels, cfg.patch_size, cfg.grid());
-        Ok(o.f_reshape([b, g, g, p, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, s, s, c])?)
+        o.linear_map(|z| Ok(z.f_reshape([b, g, g, p, p, c])?.f_permute([0, 1, 3, 2, 4, 5])?.f_reshape([b, s, s, c])?))
     }
 }
 
@@ -308,8 +323,9 @@ pub(crate) fn drop_labels(cfg: &DitConfig, y: Tensor, active: bool, rngs: Option
 
 /// Adds `dt_embedder(dt)` and then `gw_embedder(gw)` to `c` (`t_embedder(t) + y_embedder(y)`)
 /// when the settings take them, in the reference's order of sums; `absent` says what an
-/// absent one means.
-pub(crate) fn add_dt_gw(params: &ParamTable, cfg: &DitConfig, mut c: Tensor, cond: &Cond<'_>, b: i64, absent: Absent) -> Result<Tensor> {
+/// absent one means; `dt_tangent` is the tangent of `cond.dt` in a fused JVP (`gw` is held
+/// fixed).
+pub(crate) fn add_dt_gw(params: &ParamTable, cfg: &DitConfig, mut c: Dual, cond: &Cond<'_>, dt_tangent: Option<&Tensor>, b: i64, absent: Absent) -> Result<Dual> {
     let dev = params.device();
     for (taken, name, given, fill) in [(cfg.take_dt, "dt", cond.dt, 0.0), (cfg.take_gw, "gw", cond.gw, 1.0)] {
         if !taken {
@@ -318,51 +334,33 @@ pub(crate) fn add_dt_gw(params: &ParamTable, cfg: &DitConfig, mut c: Tensor, con
         let v = match (given, absent) {
             (Some(v), _) => {
                 check_vec(name, v, b, dev)?;
-                v.shallow_clone()
+                let t = if name == "dt" { dt_tangent.map(Tensor::shallow_clone) } else { None };
+                Dual::new(v.shallow_clone(), t)
             }
-            (None, Absent::Fill) => Tensor::f_full([b], fill, (params.kind(), dev))?,
+            (None, Absent::Fill) => Dual::constant(Tensor::f_full([b], fill, (params.kind(), dev))?),
             (None, Absent::Refuse) => {
                 return Err(Error::Unsupported { what: format!("a call without `{name}`"), why: format!("this network takes `{name}` and fills in none") })
             }
         };
-        c = c.f_add(&params.time_embed(cfg, &format!("{name}_embedder"), &v)?)?;
+        c = c.add(&params.time_embed(cfg, &format!("{name}_embedder"), &v)?)?;
     }
     Ok(c)
 }
 
-/// The reference's LayerNorm over the last axis, without scale or bias, on `kind`.
-pub(crate) fn layer_norm(x: &Tensor, kind: LayerNorm) -> Result<Tensor> {
-    match kind {
-        LayerNorm::FastVariance => fast_variance_norm(x, None),
-        LayerNorm::Fused => {
-            let d = x.size().last().copied().unwrap_or(1);
-            Ok(x.f_layer_norm([d], None::<Tensor>, None::<Tensor>, LN_EPS, true)?)
-        }
-    }
+/// The reference's LayerNorm over the last axis, without scale or bias, on `kind`:
+/// [`LayerNorm::FastVariance`] is Flax's `var = max(0, E[x^2] - E[x]^2)`,
+/// `(x - E[x]) * rsqrt(var + 1e-6)`; [`LayerNorm::Fused`] libtorch's kernel.
+pub(crate) fn layer_norm(x: &Dual, kind: LayerNorm) -> Result<Dual> {
+    let form = match kind {
+        LayerNorm::FastVariance => Variance::Fast,
+        LayerNorm::Fused => Variance::TwoPass,
+    };
+    tangent::layer_norm(x, form, LN_EPS)
 }
 
-/// Flax's fast-variance LayerNorm over the last axis: `var = max(0, E[x^2] - E[x]^2)`,
-/// `(x - E[x]) * rsqrt(var + 1e-6)`; with `affine = (scale, bias)`,
-/// `(x - E[x]) * (rsqrt(var + 1e-6) * scale) + bias` (Flax's order: the scale joins the
-/// factor, the bias comes last).
-pub(crate) fn fast_variance_norm(x: &Tensor, affine: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
-    let mu = x.f_mean_dim(-1, true, x.kind())?;
-    let mu2 = x.f_square()?.f_mean_dim(-1, true, x.kind())?;
-    let var = mu2.f_sub(&mu.f_square()?)?.f_clamp_min(0.0)?;
-    let mul = var.f_add_scalar(LN_EPS)?.f_rsqrt()?;
-    Ok(match affine {
-        None => x.f_sub(&mu)?.f_mul(&mul)?,
-        Some((scale, bias)) => x.f_sub(&mu)?.f_mul(&mul.f_mul(scale)?)?.f_add(bias)?,
-    })
-}
-
-/// `x * (1 + scale[:, None]) (+ shift[:, None])`.
-pub(crate) fn modulate(x: &Tensor, shift: Option<&Tensor>, scale: &Tensor) -> Result<Tensor> {
-    let y = x.f_mul(&scale.f_unsqueeze(1)?.f_add_scalar(1.0)?)?;
-    Ok(match shift {
-        Some(sh) => y.f_add(&sh.f_unsqueeze(1)?)?,
-        None => y,
-    })
+/// `x + gate[:, None] * h`, a block's gated residual.
+pub(crate) fn gated_residual(x: &Dual, gate: &Dual, h: &Dual) -> Result<Dual> {
+    x.add(&gate.linear_map(|g| Ok(g.f_unsqueeze(1)?))?.mul(h)?)
 }
 
 /// A fresh parameter by the DiT paper's released initialisation (adaLN-Zero): adaLN

@@ -45,8 +45,9 @@
 //!   `class_dropout_prob = 0`, or 1000 for `K < 1000`) reads NaN, as `jnp.take`'s fill mode
 //!   does; negative labels in `[-rows, 0)` wrap, as in `jnp.take`.
 //! - Attention runs on the plain math path (matmul + softmax) by default, so that forward-
-//!   mode AD and double backward work (MeanFlow's JVP needs them); [`Attention::Fused`]
-//!   switches to libtorch's `scaled_dot_product_attention` for speed.
+//!   mode AD and double backward work (the autograd JVP backends need them); [`Attention::Fused`]
+//!   switches to libtorch's `scaled_dot_product_attention` for speed, and the fused JVP
+//!   ([`FusedJvp`], MeanFlow's default) keeps it.
 //! - LayerNorms use the reference's fast-variance arithmetic by default;
 //!   [`LayerNorm::Fused`] switches to libtorch's `layer_norm` kernel for speed (same function,
 //!   other rounding; it keeps forward-AD and double-backward support).
@@ -59,7 +60,9 @@ use tch::{Device, Tensor};
 
 use super::common::{self, Absent, Attention, LayerNorm, ParamTable, ScaleOn};
 use super::weights::{check_names_and_shapes, Weights};
-use super::{Accepts, Backbone, Cond, NetOutput, Pass};
+use super::tangent::{self, Dual};
+use super::{Accepts, Backbone, Cond, FusedJvp, NetOutput, Pass};
+use crate::jvp::NetTangents;
 use crate::error::{Error, Result};
 use crate::interfaces::Fields;
 
@@ -397,40 +400,77 @@ impl Dit {
         self
     }
 
+    /// A float64 copy (parameters and buffer converted, new leaves), for numerical checks:
+    /// finite differences of the network or of a loss at double precision. It takes float64
+    /// `x`; the reference, the golden cases and [`Dit::from_params`] are float32.
+    pub fn to_double(&self) -> Result<Dit> {
+        Ok(Dit {
+            cfg: self.cfg.clone(),
+            params: self.params.to_kind(tch::Kind::Double)?,
+            pe: self.pe.f_detach()?.f_to_kind(tch::Kind::Double)?,
+            attention: self.attention,
+            layer_norm: self.layer_norm,
+        })
+    }
+
     /// The parameters and buffers, e.g. to save them with [`Weights::write_safetensors`].
     pub fn weights(&self) -> Weights {
         Weights { params: self.params.to_map(), buffers: BTreeMap::from([(Dit::BUFFER_NAMES[0].to_string(), self.pe.shallow_clone())]) }
     }
 
-    fn attn(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        let (b, t) = (x.size()[0], x.size()[1]);
+    fn attn(&self, prefix: &str, x: &Dual, kind: Attention) -> Result<Dual> {
+        let (b, t) = (x.primal.size()[0], x.primal.size()[1]);
         let (d, h, hd) = (self.cfg.hidden_size, self.cfg.num_heads, self.cfg.head_dim());
-        let proj = |name: &str| -> Result<Tensor> {
+        let proj = |name: &str| -> Result<Dual> {
             let k = self.params.p(&format!("{prefix}.{name}.kernel"))?.f_reshape([d, h * hd])?;
             let bias = self.params.p(&format!("{prefix}.{name}.bias"))?.f_reshape([h * hd])?;
             // [B, T, H*hd] -> [B, H, T, hd]
-            Ok(x.f_matmul(&k)?.f_add(&bias)?.f_reshape([b, t, h, hd])?.f_transpose(1, 2)?)
+            tangent::linear(x, &k, Some(&bias))?.linear_map(|z| Ok(z.f_reshape([b, t, h, hd])?.f_transpose(1, 2)?))
         };
         let (q, k, v) = (proj("query")?, proj("key")?, proj("value")?);
-        let o = common::attention_core(&q, &k, &v, self.attention, ScaleOn::Query)?;
-        let o = o.f_transpose(1, 2)?.f_reshape([b, t, h * hd])?;
+        let o = common::attention(&q, &k, &v, kind, ScaleOn::Query)?;
+        let o = o.linear_map(|z| Ok(z.f_transpose(1, 2)?.f_reshape([b, t, h * hd])?))?;
         let wo = self.params.p(&format!("{prefix}.out.kernel"))?.f_reshape([h * hd, d])?;
-        Ok(o.f_matmul(&wo)?.f_add(self.params.p(&format!("{prefix}.out.bias"))?)?)
+        tangent::linear(&o, &wo, Some(self.params.p(&format!("{prefix}.out.bias"))?))
     }
 
-    fn mlp(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        let h = self.params.linear(&format!("{prefix}.linear1"), x)?.f_gelu("tanh")?;
+    fn mlp(&self, prefix: &str, x: &Dual) -> Result<Dual> {
+        let h = tangent::gelu_tanh(&self.params.linear(&format!("{prefix}.linear1"), x)?)?;
         self.params.linear(&format!("{prefix}.linear2"), &h)
     }
 
-    fn block(&self, i: i64, x: &Tensor, silu_c: &Tensor) -> Result<Tensor> {
+    fn block(&self, i: i64, x: &Dual, silu_c: &Dual, kind: Attention) -> Result<Dual> {
         let pre = format!("blocks.{i}");
-        let ln = |x: &Tensor| common::layer_norm(x, self.layer_norm);
-        let m = self.params.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(6, -1)?;
-        let a = self.attn(&format!("{pre}.attn"), &common::modulate(&ln(x)?, Some(&m[0]), &m[1])?)?;
-        let x = x.f_add(&m[2].f_unsqueeze(1)?.f_mul(&a)?)?;
-        let h = self.mlp(&format!("{pre}.mlp"), &common::modulate(&ln(&x)?, Some(&m[3]), &m[4])?)?;
-        Ok(x.f_add(&m[5].f_unsqueeze(1)?.f_mul(&h)?)?)
+        let ln = |x: &Dual| common::layer_norm(x, self.layer_norm);
+        let m = self.params.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.chunk(6, -1)?;
+        let a = self.attn(&format!("{pre}.attn"), &tangent::modulate(&ln(x)?, Some(&m[0]), &m[1])?, kind)?;
+        let x = common::gated_residual(x, &m[2], &a)?;
+        let h = self.mlp(&format!("{pre}.mlp"), &tangent::modulate(&ln(&x)?, Some(&m[3]), &m[4])?)?;
+        common::gated_residual(&x, &m[5], &h)
+    }
+
+    /// The network on dual inputs: the plain forward on constants, the fused JVP with
+    /// tangents on `x`, `t` and `dt`; the attention kernel `kind`. Returns the output and the
+    /// block features (primals).
+    fn run(&self, x: &Dual, t: &Dual, cond: Cond<'_>, dt_tangent: Option<&Tensor>, pass: Pass<'_>, kind: Attention) -> Result<(Dual, Vec<Tensor>)> {
+        crate::validate::conditioning(&self.accepts(), &cond)?;
+        let cfg = &self.cfg;
+        let dev = self.params.device();
+        let b = common::check_input(cfg, &x.primal, &t.primal, dev, self.params.kind())?;
+        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
+        let te = self.params.time_embed(cfg, "t_embedder", t)?;
+        let y = common::labels(cfg, cond.y, b, dev)?;
+        let y = common::drop_labels(cfg, y, pass.train && cfg.enable_dropout, pass.rngs, "the DiT draws label dropout in train mode with enable_dropout")?;
+        let c = te.add_constant(&self.params.class_embed(cfg, &y)?)?;
+        let silu_c = tangent::silu(&common::add_dt_gw(&self.params, cfg, c, &cond, dt_tangent, b, Absent::Fill)?)?;
+
+        let mut features = Vec::with_capacity(cfg.depth as usize);
+        for i in 0..cfg.depth {
+            h = self.block(i, &h, &silu_c, kind)?;
+            features.push(h.primal.shallow_clone());
+        }
+        let out = self.params.final_layer(cfg, &common::layer_norm(&h, self.layer_norm)?, &silu_c, b)?;
+        Ok((out, features))
     }
 }
 
@@ -439,24 +479,13 @@ impl Backbone for Dit {
     /// Shapes, dtypes and devices are checked; values are not (a label outside the class
     /// table reads NaN, quirk Q10), so the DiT makes no device-to-host read.
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
-        crate::validate::conditioning(&self.accepts(), &cond)?;
-        let cfg = &self.cfg;
-        let dev = self.params.device();
-        let b = common::check_input(cfg, x, t, dev, self.params.kind())?;
-        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
-        let te = self.params.time_embed(cfg, "t_embedder", t)?;
-        let y = common::labels(cfg, cond.y, b, dev)?;
-        let y = common::drop_labels(cfg, y, pass.train && cfg.enable_dropout, pass.rngs, "the DiT draws label dropout in train mode with enable_dropout")?;
-        let c = te.f_add(&self.params.class_embed(cfg, &y)?)?;
-        let silu_c = common::add_dt_gw(&self.params, cfg, c, &cond, b, Absent::Fill)?.f_silu()?;
+        let (x, t) = (Dual::constant(x.shallow_clone()), Dual::constant(t.shallow_clone()));
+        let (out, features) = self.run(&x, &t, cond, None, pass, common::forward_attention(self.attention))?;
+        Ok(NetOutput { out: out.primal, features })
+    }
 
-        let mut features = Vec::with_capacity(cfg.depth as usize);
-        for i in 0..cfg.depth {
-            h = self.block(i, &h, &silu_c)?;
-            features.push(h.shallow_clone());
-        }
-        let out = self.params.final_layer(cfg, &common::layer_norm(&h, self.layer_norm)?, &silu_c, b)?;
-        Ok(NetOutput { out, features })
+    fn fused_jvp(&self) -> Option<&dyn FusedJvp> {
+        Some(self)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -465,6 +494,20 @@ impl Backbone for Dit {
 
     fn accepts(&self) -> Accepts<'_> {
         Accepts { labels: true, dt: self.cfg.take_dt, gw: self.cfg.take_gw, extra: &[] }
+    }
+}
+
+impl FusedJvp for Dit {
+    /// The DiT's forward with every layer's tangent computed beside it (the rules of
+    /// [`tangent`]): the primal is the plain forward's bit for bit, on the network's own
+    /// attention kernel ([`Attention::Fused`] stays fused: its tangent recomputes the softmax
+    /// without a graph).
+    fn forward_jvp(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+        let x = Dual::new(x.shallow_clone(), Some(tangents.x.shallow_clone()));
+        let t = Dual::new(t.shallow_clone(), Some(tangents.t.shallow_clone()));
+        let (out, features) = self.run(&x, &t, cond, tangents.dt, pass, self.attention)?;
+        let tangent = out.tangent_or_zeros()?;
+        Ok((NetOutput { out: out.primal, features }, tangent))
     }
 }
 

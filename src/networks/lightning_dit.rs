@@ -91,7 +91,9 @@ use tch::{Device, Kind, Tensor};
 use super::common::{self, Absent, Attention, LayerNorm, ParamTable, ScaleOn, LN_EPS};
 use super::dit::DitConfig;
 use super::weights::{check_names_and_shapes, Weights};
-use super::{Accepts, Backbone, Cond, NetOutput, Pass};
+use super::tangent::{self, Dual};
+use super::{Accepts, Backbone, Cond, FusedJvp, NetOutput, Pass};
+use crate::jvp::NetTangents;
 use crate::error::{Error, Result};
 use crate::interfaces::flat_settings;
 
@@ -317,24 +319,6 @@ pub fn rope_tables(head_dim: i64, grid: i64) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((cos, sin))
 }
 
-/// `(z_2m, z_2m+1) -> (-z_2m+1, z_2m)` over the last axis.
-fn rotate_half(z: &Tensor) -> Result<Tensor> {
-    let size = z.size();
-    let n = size.len();
-    let mut pairs = size.clone();
-    pairs[n - 1] = size[n - 1] / 2;
-    pairs.push(2);
-    let z2 = z.f_reshape(&pairs)?;
-    let (a, b) = (z2.f_select(-1, 0)?, z2.f_select(-1, 1)?);
-    Ok(Tensor::f_stack(&[b.f_neg()?, a], -1)?.f_reshape(&size)?)
-}
-
-/// `x * rsqrt(mean(x^2, -1) + 1e-6) * weight`.
-fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let ms = x.f_square()?.f_mean_dim(-1, true, x.kind())?;
-    Ok(x.f_mul(&ms.f_add_scalar(LN_EPS)?.f_rsqrt()?)?.f_mul(weight)?)
-}
-
 /// The LightningDiT; parameters are leaf tensors that require gradients.
 #[derive(Debug)]
 pub struct LightningDit {
@@ -487,67 +471,95 @@ impl LightningDit {
         Weights { params: self.params.to_map(), buffers }
     }
 
-    /// `N(x)` of the block or final norm `prefix`: RMSNorm with `<prefix>.rms_weight`, or the
-    /// DiT's LayerNorm.
-    fn norm(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+    /// `N(x)` of the block or final norm `prefix`: RMSNorm with `<prefix>.rms_weight`
+    /// (`x * rsqrt(mean(x^2) + 1e-6) * weight`), or the DiT's LayerNorm.
+    fn norm(&self, prefix: &str, x: &Dual) -> Result<Dual> {
         if self.cfg.rms_norm {
-            rms_norm(x, self.params.p(&format!("{prefix}.rms_weight"))?)
+            tangent::rms_norm(x, self.params.p(&format!("{prefix}.rms_weight"))?, LN_EPS)
         } else {
             common::layer_norm(x, self.layer_norm)
         }
     }
 
     /// The q/k norm (one module for both, Q18).
-    fn qk_norm(&self, prefix: &str, z: &Tensor) -> Result<Tensor> {
+    fn qk_norm(&self, prefix: &str, z: &Dual) -> Result<Dual> {
         if self.cfg.rms_qk() {
-            return rms_norm(z, self.params.p(&format!("{prefix}.k_norm.rms_weight"))?);
+            return tangent::rms_norm(z, self.params.p(&format!("{prefix}.k_norm.rms_weight"))?, LN_EPS);
         }
         let (scale, bias) = (self.params.p(&format!("{prefix}.k_norm.scale"))?, self.params.p(&format!("{prefix}.k_norm.bias"))?);
         match self.layer_norm {
-            LayerNorm::FastVariance => common::fast_variance_norm(z, Some((scale, bias))),
-            LayerNorm::Fused => Ok(z.f_layer_norm([self.cfg.dit.head_dim()], Some(scale), Some(bias), LN_EPS, true)?),
+            LayerNorm::FastVariance => tangent::layer_norm_affine(z, scale, bias, LN_EPS),
+            LayerNorm::Fused => tangent::layer_norm_two_pass_affine(z, scale, bias, LN_EPS),
         }
     }
 
-    fn attn(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        let (b, t) = (x.size()[0], x.size()[1]);
+    fn attn(&self, prefix: &str, x: &Dual, kind: Attention) -> Result<Dual> {
+        let (b, t) = (x.primal.size()[0], x.primal.size()[1]);
         let (d, h, hd) = (self.cfg.dit.hidden_size, self.cfg.dit.num_heads, self.cfg.dit.head_dim());
         // [B, T, 3D] -> [B, T, 3, H, hd] -> [3, B, H, T, hd]
-        let qkv = self.params.linear(&format!("{prefix}.to_qkv"), x)?.f_reshape([b, t, 3, h, hd])?.f_permute([2, 0, 3, 1, 4])?;
-        let (mut q, mut k, v) = (qkv.f_select(0, 0)?, qkv.f_select(0, 1)?, qkv.f_select(0, 2)?);
+        let qkv = self.params.linear(&format!("{prefix}.to_qkv"), x)?.linear_map(|z| Ok(z.f_reshape([b, t, 3, h, hd])?.f_permute([2, 0, 3, 1, 4])?))?;
+        let pick = |i: i64| qkv.linear_map(|z| Ok(z.f_select(0, i)?));
+        let (mut q, mut k, v) = (pick(0)?, pick(1)?, pick(2)?);
         if self.cfg.qk_norm {
             q = self.qk_norm(prefix, &q)?;
             k = self.qk_norm(prefix, &k)?;
         }
         if let Some((cos, sin)) = &self.rope {
-            q = q.f_mul(cos)?.f_add(&rotate_half(&q)?.f_mul(sin)?)?;
-            k = k.f_mul(cos)?.f_add(&rotate_half(&k)?.f_mul(sin)?)?;
+            q = tangent::rope(&q, cos, sin)?;
+            k = tangent::rope(&k, cos, sin)?;
         }
-        let o = common::attention_core(&q, &k, &v, self.attention, ScaleOn::KeyT)?;
-        let o = o.f_transpose(1, 2)?.f_reshape([b, t, d])?;
+        let o = common::attention(&q, &k, &v, kind, ScaleOn::KeyT)?;
+        let o = o.linear_map(|z| Ok(z.f_transpose(1, 2)?.f_reshape([b, t, d])?))?;
         self.params.linear(&format!("{prefix}.out"), &o)
     }
 
-    fn mlp(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, prefix: &str, x: &Dual) -> Result<Dual> {
         if self.cfg.swiglu {
-            let ab = self.params.linear(&format!("{prefix}.linear12"), x)?.f_chunk(2, -1)?;
-            self.params.linear(&format!("{prefix}.linear3"), &ab[0].f_silu()?.f_mul(&ab[1])?)
+            let g = tangent::swiglu(&self.params.linear(&format!("{prefix}.linear12"), x)?)?;
+            self.params.linear(&format!("{prefix}.linear3"), &g)
         } else {
-            let h = self.params.linear(&format!("{prefix}.linear1"), x)?.f_gelu("tanh")?;
+            let h = tangent::gelu_tanh(&self.params.linear(&format!("{prefix}.linear1"), x)?)?;
             self.params.linear(&format!("{prefix}.linear2"), &h)
         }
     }
 
-    fn block(&self, i: i64, x: &Tensor, silu_c: &Tensor) -> Result<Tensor> {
+    fn block(&self, i: i64, x: &Dual, silu_c: &Dual, kind: Attention) -> Result<Dual> {
         let pre = format!("blocks.{i}");
         let shift = self.cfg.adaln_shift;
-        let m = self.params.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.f_chunk(if shift { 6 } else { 4 }, -1)?;
+        let m = self.params.linear(&format!("{pre}.adaLN_mod.layers.1"), silu_c)?.chunk(if shift { 6 } else { 4 }, -1)?;
         // (shift, scale, gate) of the attention and of the MLP
         let (s1, c1, g1, s2, c2, g2) = if shift { (Some(&m[0]), &m[1], &m[2], Some(&m[3]), &m[4], &m[5]) } else { (None, &m[0], &m[1], None, &m[2], &m[3]) };
-        let a = self.attn(&format!("{pre}.attn"), &common::modulate(&self.norm(&format!("{pre}.norm1"), x)?, s1, c1)?)?;
-        let x = x.f_add(&g1.f_unsqueeze(1)?.f_mul(&a)?)?;
-        let h = self.mlp(&format!("{pre}.mlp"), &common::modulate(&self.norm(&format!("{pre}.norm2"), &x)?, s2, c2)?)?;
-        Ok(x.f_add(&g2.f_unsqueeze(1)?.f_mul(&h)?)?)
+        let a = self.attn(&format!("{pre}.attn"), &tangent::modulate(&self.norm(&format!("{pre}.norm1"), x)?, s1, c1)?, kind)?;
+        let x = common::gated_residual(x, g1, &a)?;
+        let h = self.mlp(&format!("{pre}.mlp"), &tangent::modulate(&self.norm(&format!("{pre}.norm2"), &x)?, s2, c2)?)?;
+        common::gated_residual(&x, g2, &h)
+    }
+
+    /// The network on dual inputs: the plain forward on constants, the fused JVP with
+    /// tangents on `x`, `t` and `dt`; the attention kernel `kind`. Returns the output and the
+    /// block features (primals).
+    fn run(&self, x: &Dual, t: &Dual, cond: Cond<'_>, dt_tangent: Option<&Tensor>, pass: Pass<'_>, kind: Attention) -> Result<(Dual, Vec<Tensor>)> {
+        crate::validate::conditioning(&self.accepts(), &cond)?;
+        let cfg = &self.cfg.dit;
+        let dev = self.params.device();
+        let b = common::check_input(cfg, &x.primal, &t.primal, dev, self.params.kind())?;
+        self.check_absent(&cond)?;
+        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
+        let te = self.params.time_embed(cfg, "t_embedder", t)?;
+        let y = common::labels(cfg, cond.y, b, dev)?;
+        let active = pass.train && (cfg.enable_dropout || !self.cfg.honor_enable_dropout);
+        let y = common::drop_labels(cfg, y, active, pass.rngs, "LightningDiT draws label dropout in train mode, whatever enable_dropout says (Q17)")?;
+        let c = te.add_constant(&self.params.class_embed(cfg, &y)?)?;
+        let absent = if self.cfg.absent_dt_gw == AbsentDtGw::Fill { Absent::Fill } else { Absent::Refuse };
+        let silu_c = tangent::silu(&common::add_dt_gw(&self.params, cfg, c, &cond, dt_tangent, b, absent)?)?;
+
+        let mut features = Vec::with_capacity(cfg.depth as usize);
+        for i in 0..cfg.depth {
+            h = self.block(i, &h, &silu_c, kind)?;
+            features.push(h.primal.shallow_clone());
+        }
+        let out = self.params.final_layer(cfg, &self.norm("final_layer.norm", &h)?, &silu_c, b)?;
+        Ok((out, features))
     }
 
     /// Quirk Q15: a call without the `dt` / `gw` the network takes.
@@ -576,27 +588,13 @@ impl Backbone for LightningDit {
     /// Q15, unless `absent_dt_gw: fill`); no extra inputs. Shapes, dtypes and devices are
     /// checked; values are not, so the network makes no device-to-host read.
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
-        crate::validate::conditioning(&self.accepts(), &cond)?;
-        let cfg = &self.cfg.dit;
-        let dev = self.params.device();
-        let b = common::check_input(cfg, x, t, dev, self.params.kind())?;
-        self.check_absent(&cond)?;
-        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
-        let te = self.params.time_embed(cfg, "t_embedder", t)?;
-        let y = common::labels(cfg, cond.y, b, dev)?;
-        let active = pass.train && (cfg.enable_dropout || !self.cfg.honor_enable_dropout);
-        let y = common::drop_labels(cfg, y, active, pass.rngs, "LightningDiT draws label dropout in train mode, whatever enable_dropout says (Q17)")?;
-        let c = te.f_add(&self.params.class_embed(cfg, &y)?)?;
-        let absent = if self.cfg.absent_dt_gw == AbsentDtGw::Fill { Absent::Fill } else { Absent::Refuse };
-        let silu_c = common::add_dt_gw(&self.params, cfg, c, &cond, b, absent)?.f_silu()?;
+        let (x, t) = (Dual::constant(x.shallow_clone()), Dual::constant(t.shallow_clone()));
+        let (out, features) = self.run(&x, &t, cond, None, pass, common::forward_attention(self.attention))?;
+        Ok(NetOutput { out: out.primal, features })
+    }
 
-        let mut features = Vec::with_capacity(cfg.depth as usize);
-        for i in 0..cfg.depth {
-            h = self.block(i, &h, &silu_c)?;
-            features.push(h.shallow_clone());
-        }
-        let out = self.params.final_layer(cfg, &self.norm("final_layer.norm", &h)?, &silu_c, b)?;
-        Ok(NetOutput { out, features })
+    fn fused_jvp(&self) -> Option<&dyn FusedJvp> {
+        Some(self)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -605,6 +603,19 @@ impl Backbone for LightningDit {
 
     fn accepts(&self) -> Accepts<'_> {
         Accepts { labels: true, dt: self.cfg.dit.take_dt, gw: self.cfg.dit.take_gw, extra: &[] }
+    }
+}
+
+impl FusedJvp for LightningDit {
+    /// The LightningDiT's forward with every layer's tangent beside it (RMSNorm, SwiGLU, RoPE,
+    /// the q/k norm and attention by the rules of [`tangent`]): the primal is the plain
+    /// forward's bit for bit, on the network's own attention kernel.
+    fn forward_jvp(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+        let x = Dual::new(x.shallow_clone(), Some(tangents.x.shallow_clone()));
+        let t = Dual::new(t.shallow_clone(), Some(tangents.t.shallow_clone()));
+        let (out, features) = self.run(&x, &t, cond, tangents.dt, pass, self.attention)?;
+        let tangent = out.tangent_or_zeros()?;
+        Ok((NetOutput { out: out.primal, features }, tangent))
     }
 }
 
@@ -782,7 +793,7 @@ mod tests {
     #[test]
     fn rotate_half_pairs_and_rope_tables() {
         let z = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., 7., 8.]).reshape([1, 8]);
-        let r = rotate_half(&z).unwrap();
+        let r = tangent::rotate_half(&z).unwrap();
         assert_eq!(Vec::<f32>::try_from(&r.reshape([-1])).unwrap(), vec![-2., 1., -4., 3., -6., 5., -8., 7.]);
         let (cos, sin) = rope_tables(8, 2).unwrap();
         // head width 8: h = 4, f = [1, 1/100] each twice; token (1, 0) (index 2): angles [g, 0]

@@ -9,6 +9,11 @@
 //! aligns. Each backbone declares the conditioning it takes ([`Backbone::accepts`]); giving
 //! it anything else is an error naming the input ([`Backbone::call`]).
 //!
+//! A backbone may also have a JVP of its own ([`FusedJvp`], offered through
+//! [`Backbone::fused_jvp`]): one pass returning the output with its graph and its derivative
+//! along tangents on `x`, `t` and `dt`, from the tangent rules of [`tangent`]; MeanFlow, sCT
+//! and sCD use it by default ([`crate::jvp::JvpBackend`]).
+//!
 //! Networks: [`ProbeMlp`] (the tiny golden-case probe), [`Dit`] (the reference DiT) and
 //! [`LightningDit`] (the reference's LightningDiT: RMSNorm, SwiGLU, 2-D RoPE, qk-norm, adaLN
 //! with or without shift), the two sharing their embedders, patching and modulation
@@ -19,6 +24,7 @@ mod common;
 mod dit;
 mod lightning_dit;
 mod probe;
+pub mod tangent;
 mod varstore;
 
 /// The null class label: what absent labels mean, what condition drop and the guidance pass
@@ -36,6 +42,7 @@ pub use weights::Weights;
 use tch::Tensor;
 
 use crate::error::Result;
+use crate::jvp::NetTangents;
 use crate::rng::Rngs;
 use crate::validate::{self, Validation};
 
@@ -191,10 +198,37 @@ pub trait Backbone {
         Accepts::NOTHING
     }
 
+    /// This backbone's own JVP, if it has one (default: none; the autograd backends of
+    /// [`crate::jvp`] then differentiate [`Backbone::forward`]). A backbone that implements
+    /// [`FusedJvp`] returns `Some(self)` here.
+    fn fused_jvp(&self) -> Option<&dyn FusedJvp> {
+        None
+    }
+
     /// Checks `cond` against [`Backbone::accepts`] (an error naming the first input the
     /// backbone does not take), then runs [`Backbone::forward`].
     fn call(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
         validate::conditioning(&self.accepts(), &cond)?;
         self.forward(x, t, cond, pass)
     }
+}
+
+/// A backbone with a hand-written Jacobian-vector product: one pass that returns what
+/// [`Backbone::forward`] returns — the output **with its autograd graph** (a loss built from it
+/// backpropagates to the parameters) and the block features — together with the derivative of
+/// the output along tangents on `x`, `t` and `cond.dt`, **without a graph**, computed alongside
+/// the primal from its own intermediates (the rules of [`tangent`]). Other conditioning
+/// (labels, `gw`, extra inputs) and the parameters are held fixed.
+///
+/// Contract, checked by the tests of every implementation: the primal output, features and
+/// random draws (the streams of `pass`, in the order of one forward) are those of
+/// `forward(x, t, cond, pass)`, and the tangent agrees with the autograd backends of
+/// [`crate::jvp`] and with a float64 central difference. The interfaces reach it through
+/// [`crate::jvp::network_jvp`], which checks the tangents' shapes, dtypes and devices first.
+/// Implementing it is not enough for the interfaces to use it: return `Some(self)` from
+/// [`Backbone::fused_jvp`].
+pub trait FusedJvp: Backbone {
+    /// `(forward(x, t, cond, pass), d out / d (x, t, cond.dt) . tangents)`; `tangents.dt` is
+    /// `None` when `dt` is held fixed (or absent).
+    fn forward_jvp(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)>;
 }

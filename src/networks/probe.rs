@@ -8,13 +8,18 @@
 //! out     = h @ W2 + b2                                               # [B, ..., C]
 //! returns (out, [h reshaped to [B, T, H]])
 //! ```
+//!
+//! It has a fused JVP ([`FusedJvp`]): the same forward with the tangent of each layer beside
+//! it (`d emb = [cos(a), -sin(a)] da`, the matmuls, SiLU's derivative).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{Accepts, Backbone, Cond, NetOutput, Pass, NULL_CLASS};
+use super::tangent::{self, Dual};
+use super::{Accepts, Backbone, Cond, FusedJvp, NetOutput, Pass, NULL_CLASS};
+use crate::jvp::NetTangents;
 use crate::error::{Error, Result};
 use crate::validate::{self, Checks};
 
@@ -136,18 +141,13 @@ impl ProbeMlp {
         // Every name is checked in `new`.
         &self.params[name]
     }
-
-    fn emb(&self, s: &Tensor) -> Result<Tensor> {
-        let a = s.f_unsqueeze(-1)?.f_mul(&self.freqs)?;
-        Ok(Tensor::f_cat(&[a.f_sin()?, a.f_cos()?], -1)?)
-    }
 }
 
-impl Backbone for ProbeMlp {
-    /// Takes labels and `dt`; no guidance weight, no extra inputs. The mode does not matter
-    /// (the probe has no dropout) and it draws nothing.
-    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
-        validate::conditioning(&self.accepts(), &cond)?;
+impl ProbeMlp {
+    /// Checks the inputs of a forward (the conditioning, shapes, dtypes, devices, and the
+    /// values at the pass's validation level); returns the batch size.
+    fn check_inputs(&self, x: &Tensor, t: &Tensor, cond: &Cond<'_>, pass: &Pass<'_>) -> Result<i64> {
+        validate::conditioning(&self.accepts(), cond)?;
         let xs = x.size();
         let b = *xs.first().ok_or_else(|| Error::invalid("x", "shape [B, ..., C]", "a scalar"))?;
         if xs.len() < 2 || xs[xs.len() - 1] != self.cfg.channels {
@@ -169,22 +169,51 @@ impl Backbone for ProbeMlp {
             validate::network_labels(&mut checks, y, b, NULL_CLASS, device)?;
         }
         checks.finish()?;
-        let mut c = self.emb(t)?.f_matmul(self.p("Wt"))?;
-        if let Some(dt) = cond.dt {
-            c = c.f_add(&self.emb(dt)?.f_matmul(self.p("Wd"))?)?;
+        Ok(b)
+    }
+
+    /// `emb(s)` of a dual time: `[sin(a), cos(a)]`, `a = s[:, None] * freqs`.
+    fn emb_dual(&self, s: &Dual) -> Result<Dual> {
+        let a = s.linear_map(|z| Ok(z.f_unsqueeze(-1)?.f_mul(&self.freqs)?))?;
+        tangent::cat(&[tangent::sin(&a)?, tangent::cos(&a)?], -1)
+    }
+
+    /// The network on dual inputs (the plain forward when no input has a tangent): the output
+    /// and the feature `h` `[B, T, H]` (primal only).
+    fn run(&self, x: &Dual, t: &Dual, dt: Option<&Dual>, y: Option<&Tensor>, b: i64) -> Result<(Dual, Tensor)> {
+        let xs = x.primal.size();
+        let mut c = tangent::linear(&self.emb_dual(t)?, self.p("Wt"), None)?;
+        if let Some(dt) = dt {
+            c = c.add(&tangent::linear(&self.emb_dual(dt)?, self.p("Wd"), None)?)?;
         }
-        let y = match cond.y {
+        let y = match y {
             Some(y) => y.f_to_kind(Kind::Int64)?,
-            None => Tensor::f_full([b], NULL_CLASS, (Kind::Int64, x.device()))?,
+            None => Tensor::f_full([b], NULL_CLASS, (Kind::Int64, x.primal.device()))?,
         };
-        c = c.f_add(&self.p("E").f_index_select(0, &y)?)?;
+        c = c.add_constant(&self.p("E").f_index_select(0, &y)?)?;
         let mut cshape = vec![b];
         cshape.extend(std::iter::repeat_n(1, xs.len() - 2));
         cshape.push(self.cfg.hidden);
-        let h = x.f_matmul(self.p("W1"))?.f_add(self.p("b1"))?.f_add(&c.f_reshape(&cshape)?)?.f_silu()?;
-        let out = h.f_matmul(self.p("W2"))?.f_add(self.p("b2"))?;
-        let feat = h.f_reshape([b, -1, self.cfg.hidden])?;
-        Ok(NetOutput { out, features: vec![feat] })
+        let pre = tangent::linear(x, self.p("W1"), Some(self.p("b1")))?.add(&c.linear_map(|z| Ok(z.f_reshape(&cshape)?))?)?;
+        let h = tangent::silu(&pre)?;
+        let out = tangent::linear(&h, self.p("W2"), Some(self.p("b2")))?;
+        let feat = h.primal.f_reshape([b, -1, self.cfg.hidden])?;
+        Ok((out, feat))
+    }
+}
+
+impl Backbone for ProbeMlp {
+    /// Takes labels and `dt`; no guidance weight, no extra inputs. The mode does not matter
+    /// (the probe has no dropout) and it draws nothing.
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, pass: Pass<'_>) -> Result<NetOutput> {
+        let b = self.check_inputs(x, t, &cond, &pass)?;
+        let dt = cond.dt.map(|d| Dual::constant(d.shallow_clone()));
+        let (out, feat) = self.run(&Dual::constant(x.shallow_clone()), &Dual::constant(t.shallow_clone()), dt.as_ref(), cond.y, b)?;
+        Ok(NetOutput { out: out.primal, features: vec![feat] })
+    }
+
+    fn fused_jvp(&self) -> Option<&dyn FusedJvp> {
+        Some(self)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -193,5 +222,18 @@ impl Backbone for ProbeMlp {
 
     fn accepts(&self) -> Accepts<'_> {
         Accepts { labels: true, dt: true, gw: false, extra: &[] }
+    }
+}
+
+impl FusedJvp for ProbeMlp {
+    /// The probe's forward with the tangent of every layer computed beside it (sin / cos of the
+    /// embeddings, the matmuls, SiLU); the primal is the plain forward's, bit for bit.
+    fn forward_jvp(&self, x: &Tensor, t: &Tensor, cond: Cond<'_>, tangents: NetTangents<'_>, pass: Pass<'_>) -> Result<(NetOutput, Tensor)> {
+        let b = self.check_inputs(x, t, &cond, &pass)?;
+        let dual = |p: &Tensor, t: Option<&Tensor>| Dual::new(p.shallow_clone(), t.map(Tensor::shallow_clone));
+        let dt = cond.dt.map(|d| dual(d, tangents.dt));
+        let (out, feat) = self.run(&dual(x, Some(tangents.x)), &dual(t, Some(tangents.t)), dt.as_ref(), cond.y, b)?;
+        let tangent = out.tangent_or_zeros()?;
+        Ok((NetOutput { out: out.primal, features: vec![feat] }, tangent))
     }
 }

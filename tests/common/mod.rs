@@ -6,9 +6,19 @@ use std::path::{Path, PathBuf};
 use diffuse_spec::golden::{self, Row, Status};
 use tch::Device;
 
+/// The checkout the tests read: `DIFFUSE_SPEC_ROOT` when set (test binaries built here and
+/// run in a copy of the tree elsewhere, e.g. the GPU kit of `make gpu-kit`), else the crate's
+/// directory at build time.
+pub fn root() -> PathBuf {
+    match std::env::var_os("DIFFUSE_SPEC_ROOT") {
+        Some(r) => PathBuf::from(r),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+}
+
 /// `../shared/golden/v1`, the reference's own golden cases, when present.
 pub fn shared_golden() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/v1");
+    let p = root().join("../shared/golden/v1");
     if p.is_dir() {
         Some(p)
     } else {
@@ -19,7 +29,7 @@ pub fn shared_golden() -> Option<PathBuf> {
 
 /// `../shared/golden/<set>` (e.g. `lightning`), when present.
 pub fn shared_set(set: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(set);
+    let p = root().join("../shared/golden").join(set);
     if p.is_dir() {
         Some(p)
     } else {
@@ -30,7 +40,7 @@ pub fn shared_set(set: &str) -> Option<PathBuf> {
 
 /// The project's own fixtures (written by spec/'s exporter).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1")
+    root().join("fixtures/v1")
 }
 
 /// Replays every case under `root` on the CPU and returns the rows with the number of cases.
