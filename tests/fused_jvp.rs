@@ -237,31 +237,6 @@ fn probe_fused_jvp_matches_a_float64_central_difference() {
     }
 }
 
-/// Every parameter random and non-zero (the reference's init zeroes the gates and the final
-/// layer, which would hide most of a network from a derivative check), drawn from a stream of
-/// its own (torch's global generator is shared by tests running in parallel).
-fn random_params(shapes: Vec<(String, Vec<i64>)>, seed: i64) -> BTreeMap<String, tch::Tensor> {
-    let mut rngs = diffuse_spec::rng::Rngs::new(&[("params", seed)]).unwrap();
-    let mut params = BTreeMap::new();
-    for (name, shape) in shapes {
-        let z = rngs.normal("params", &shape, Device::Cpu).unwrap();
-        let t = if name.ends_with("rms_weight") || name.ends_with("norm.scale") {
-            z * 0.1 + 1.0
-        } else if name.ends_with(".bias") {
-            z * 0.05
-        } else if name.ends_with("embedding") {
-            z * 0.5
-        } else if name.ends_with("gaussian_basis") {
-            z
-        } else {
-            let fan_in: i64 = shape[..shape.len() - 1].iter().product();
-            z / (fan_in as f64).sqrt()
-        };
-        params.insert(name, t);
-    }
-    params
-}
-
 mod dits {
     use diffuse_spec::networks::{Attention, DitConfig, LayerNorm, LightningDitConfig, NormLayer, RmsQkNorm};
 
@@ -361,7 +336,7 @@ fn check_every_tangent(name: &str, net: &dyn diffuse_spec::networks::Backbone, t
 fn dit_fused_jvp_matches_a_float64_central_difference_on_every_switch() {
     use diffuse_spec::networks::Dit;
     for (name, cfg, attention, ln) in dits::dit_variants() {
-        let params = random_params(cfg.parameter_shapes(), 3);
+        let params = common::random_params(cfg.parameter_shapes(), 3);
         let buffers = Dit::default_buffers(&cfg, Device::Cpu).unwrap();
         let net = Dit::from_params(cfg.clone(), params, buffers).unwrap().with_attention(attention).with_layer_norm(ln).to_double().unwrap();
         let gw = tch::Tensor::from_slice(&[1.0f64, 2.5, 4.0]);
@@ -376,7 +351,7 @@ fn dit_fused_jvp_matches_a_float64_central_difference_on_every_switch() {
 fn lightning_dit_fused_jvp_matches_a_float64_central_difference_on_every_switch() {
     use diffuse_spec::networks::LightningDit;
     for (name, cfg, attention, ln) in dits::lightning_variants() {
-        let params = random_params(cfg.parameter_shapes(), 4);
+        let params = common::random_params(cfg.parameter_shapes(), 4);
         let buffers = LightningDit::default_buffers(&cfg, Device::Cpu).unwrap();
         let net = LightningDit::from_params(cfg.clone(), params, buffers).unwrap().with_attention(attention).with_layer_norm(ln).to_double().unwrap();
         let gw = tch::Tensor::from_slice(&[1.0f64, 2.5, 4.0]);
@@ -393,9 +368,9 @@ fn fused_jvp_draws_label_dropout_as_the_forward_does() {
     use diffuse_spec::networks::{Backbone, Cond, Dit, LightningDit, LightningDitConfig, Pass};
     use diffuse_spec::rng::Rngs;
     let cfg = dits::small(true, false, true, 8);
-    let dit = Dit::from_params(cfg.clone(), random_params(cfg.parameter_shapes(), 5), Dit::default_buffers(&cfg, Device::Cpu).unwrap()).unwrap();
+    let dit = Dit::from_params(cfg.clone(), common::random_params(cfg.parameter_shapes(), 5), Dit::default_buffers(&cfg, Device::Cpu).unwrap()).unwrap();
     let lcfg = LightningDitConfig::imagenet_switches(cfg.clone());
-    let light = LightningDit::from_params(lcfg.clone(), random_params(lcfg.parameter_shapes(), 6), LightningDit::default_buffers(&lcfg, Device::Cpu).unwrap()).unwrap();
+    let light = LightningDit::from_params(lcfg.clone(), common::random_params(lcfg.parameter_shapes(), 6), LightningDit::default_buffers(&lcfg, Device::Cpu).unwrap()).unwrap();
     let nets: [(&str, &dyn Backbone); 2] = [("DiT", &dit), ("LightningDiT", &light)];
     let [x, vx, t, dt, vt, _] = dit_inputs();
     let (x, vx, t, dt, vt) = (x.to_kind(tch::Kind::Float), vx.to_kind(tch::Kind::Float), t.to_kind(tch::Kind::Float), dt.to_kind(tch::Kind::Float), vt.to_kind(tch::Kind::Float));

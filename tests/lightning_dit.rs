@@ -3,7 +3,8 @@
 //! falling back to the math kernel inside a JVP, the rotary and sin-cos tables against the
 //! fixtures' buffers, and weight files.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
 
 use diffuse_spec::golden::{self, Array};
@@ -45,29 +46,9 @@ fn rms_qk() -> LightningDitConfig {
     LightningDitConfig { attn_norm_layer: NormLayer::RmsNorm, rms_qk_norm: RmsQkNorm::Build, use_rope: true, ..every_switch() }
 }
 
-/// A model with every parameter random and non-zero (the reference's own init would zero the
-/// gates and the final layer, which hides most of the network from a derivative check).
-/// Drawn from its own stream (not torch's global generator, which tests running in parallel
-/// share).
+/// A model with every parameter random and non-zero ([`common::random_params`]).
 fn random_net(cfg: &LightningDitConfig, seed: i64) -> LightningDit {
-    let mut rngs = Rngs::new(&[("params", seed)]).unwrap();
-    let mut params = BTreeMap::new();
-    for (name, shape) in cfg.parameter_shapes() {
-        let z = rngs.normal("params", &shape, Device::Cpu).unwrap();
-        let t = if name.ends_with("rms_weight") || name.ends_with("norm.scale") {
-            z * 0.1 + 1.0
-        } else if name.ends_with(".bias") {
-            z * 0.05
-        } else if name.ends_with("embedding") {
-            z * 0.5
-        } else if name.ends_with("gaussian_basis") {
-            z
-        } else {
-            let fan_in: i64 = shape[..shape.len() - 1].iter().product();
-            z / (fan_in as f64).sqrt()
-        };
-        params.insert(name, t);
-    }
+    let params = common::random_params(cfg.parameter_shapes(), seed);
     LightningDit::from_params(cfg.clone(), params, LightningDit::default_buffers(cfg, Device::Cpu).unwrap()).unwrap()
 }
 

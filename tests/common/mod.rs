@@ -99,3 +99,30 @@ pub fn notorch_bin() -> Option<PathBuf> {
         }
     }
 }
+
+/// Every parameter of `shapes` random and non-zero (the reference's own init zeroes the gates
+/// and the final layer, which would hide most of a network from a derivative check), drawn
+/// from a stream of its own (torch's global generator is shared by tests running in
+/// parallel): norm weights `1 + 0.1 z`, biases `0.05 z`, tables `0.5 z`, the Gaussian basis
+/// `z`, kernels `z / sqrt(fan_in)`.
+pub fn random_params(shapes: Vec<(String, Vec<i64>)>, seed: i64) -> std::collections::BTreeMap<String, tch::Tensor> {
+    let mut rngs = diffuse_spec::rng::Rngs::new(&[("params", seed)]).unwrap();
+    let mut params = std::collections::BTreeMap::new();
+    for (name, shape) in shapes {
+        let z = rngs.normal("params", &shape, Device::Cpu).unwrap();
+        let t = if name.ends_with("rms_weight") || name.ends_with("norm.scale") {
+            z * 0.1 + 1.0
+        } else if name.ends_with(".bias") {
+            z * 0.05
+        } else if name.ends_with("embedding") {
+            z * 0.5
+        } else if name.ends_with("gaussian_basis") {
+            z
+        } else {
+            let fan_in: i64 = shape[..shape.len() - 1].iter().product();
+            z / (fan_in as f64).sqrt()
+        };
+        params.insert(name, t);
+    }
+    params
+}
