@@ -21,7 +21,7 @@ CACHE ?= $(HOME)/.cache/diffuse-spec
 TORCH_VENV ?= $(CACHE)/torch-2.11.0
 SPEC_VENV ?= $(CACHE)/jax-0.5.1
 PYTHON ?= python3
-GOLDEN ?= ../shared/golden/v1 ../shared/golden/lightning
+GOLDEN ?= ../shared/golden/v1 ../shared/golden/lightning ../shared/golden/dino
 CARGO ?= cargo
 
 ifeq ($(origin LIBTORCH), undefined)
