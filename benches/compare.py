@@ -172,6 +172,10 @@ def main():
     ap.add_argument("--no-defaults", action="store_true",
                     help="skip the crate's SiT step and bare network with its default (reference) attention and LayerNorm")
     ap.add_argument("--json", help="write every timing and memory figure here")
+    ap.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
+                    help="glibc's MALLOC_MMAP_THRESHOLD_ for every worker (all three implementations): a fixed "
+                         "threshold turns off glibc's dynamic one, under which freed buffers stay in the heap and "
+                         "peak RSS counts fragmentation as well as live memory")
     ap.add_argument("--crate-baseline", metavar="BINARY",
                     help="another build of examples/bench_step (e.g. before a change): its steps run as "
                          "implementation `base`, interleaved with the others, and are printed beside the crate's")
@@ -194,6 +198,8 @@ def main():
     env = dict(os.environ)
     n = str(a.threads)
     env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
+    if a.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(a.malloc_mmap_threshold)
     jax_env = dict(env, JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false",
                    XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if a.threads > 1 else 'false'} "
                              f"intra_op_parallelism_threads={a.threads}")
