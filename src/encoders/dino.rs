@@ -25,7 +25,7 @@
 //! out:     x = LN(x) with layernorm.{scale, bias};  features = x[:, 1:]   (CLS dropped) [B, S*S, D]
 //! ```
 //!
-//! Quirks (reference-notes Q19 and what transformers' Flax model adds):
+//! Quirks (Q19 of docs/reference.md and what transformers' Flax model adds):
 //! - Q19: the resize target is `224 * (H // 256)`: an image below 256 would become 0 pixels
 //!   and the reference fails — refused here with [`Error::InvalidArgument`]; other sizes are
 //!   floored (288 and 511 give 224, 512 gives 448). Only the height is read: a non-square
@@ -59,7 +59,7 @@
 //! `rsqrt` factor, the query divided by `sqrt(hd)` before the product. The patch embedding
 //! is a matmul of the flattened patches (the same sum as the VALID conv; cuDNN's conv would
 //! default to TF32 on CUDA). Parameters are kept
-//! under their Flax paths and layouts (`golden-format.md`, kind `encoder`); the Hugging Face
+//! under their Flax paths and layouts (docs/format.md, kind `encoder`); the Hugging Face
 //! PyTorch layout is converted in `dino_weights.rs`.
 
 use std::collections::BTreeMap;

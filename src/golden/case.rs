@@ -48,7 +48,7 @@ pub enum CaseKind {
 }
 
 impl CaseKind {
-    /// Every kind, in the order of golden-format.md.
+    /// Every kind, in the order of docs/format.md.
     pub const ALL: [CaseKind; 8] = [
         CaseKind::Rng,
         CaseKind::Coefficients,

@@ -22,7 +22,7 @@ pub struct CaseJson {
     pub meta: Map<String, Value>,
 }
 
-/// The kinds of format v1, in the order of golden-format.md.
+/// The kinds of format v1, in the order of docs/format.md.
 pub const KINDS: [&str; 8] = ["rng", "coefficients", "loss", "grad", "pred", "sampler", "network", "encoder"];
 
 /// Parses and validates the text of a `case.json` in a directory named `dir_name`: a JSON

@@ -7,7 +7,7 @@
 //!   array's finite elements (at least `f32::MIN_POSITIVE`).
 //!
 //! The `atol * scale` term states an absolute tolerance *relative to the array's
-//! scale* (golden-format.md, "Tolerances"): summed or integrated quantities are
+//! scale* (docs/format.md, "Tolerances"): summed or integrated quantities are
 //! judged against the size of what they sum, not against elements that cancel to
 //! near zero. Integer arrays (labels, random bits, keys) must be equal.
 //!

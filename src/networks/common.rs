@@ -8,7 +8,7 @@
 //! very ops of a forward), the fused JVP ([`super::FusedJvp`]) on inputs with tangents, so
 //! the two share one body and the fused pass's primal is the forward's bit for bit.
 //!
-//! Both backbones are the same skeleton (golden-format.md, "Networks"): patches plus `pe`
+//! Both backbones are the same skeleton (docs/reference.md, "Networks"): patches plus `pe`
 //! into tokens, a conditioning vector `c = t_embedder(t) + y_embedder(y) (+ dt_embedder(dt))
 //! (+ gw_embedder(gw))`, blocks modulated by `silu(c)`, a final `(shift, scale)`-modulated
 //! linear layer and unpatchify. Only the blocks differ.

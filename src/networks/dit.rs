@@ -1,6 +1,6 @@
 //! `dit`: the reference Diffusion Transformer (Peebles & Xie, "Scalable Diffusion Models
 //! with Transformers", ICCV 2023), as diffuse_nnx's `networks/transformers/dit_nnx.py`
-//! computes it (golden-format.md, "Networks").
+//! computes it (docs/reference.md, "dit").
 //!
 //! Inputs are channel-last, `x: [B, H, W, C]` with `H = W = input_size`; `t: [B]`.
 //! With patch size `p`, `g = input_size / p`, `T = g^2` tokens, hidden size `D`,
@@ -38,7 +38,7 @@
 //!   interface; [`Backbone::accepts`] says what this one takes). An absent `dt` / `gw` of a DiT
 //!   that takes one is `[B]` zeros / ones. (The reference's own default is a `[B, D]` array
 //!   built after `t` has been replaced by its embedding, a shape bug; this crate uses the
-//!   intended `[B]` zeros / ones, as golden-format.md specifies.)
+//!   intended `[B]` zeros / ones, as docs/reference.md specifies.)
 //! - Train / eval mode comes with each call ([`Pass::train`]): label dropout is drawn only in
 //!   train mode, from the pass's streams.
 //! - Quirk Q10: a label outside the class table (the null class `K` of a DiT built with

@@ -1,4 +1,4 @@
-//! `probe_mlp`: the tiny network of golden-format.md that exercises every
+//! `probe_mlp`: the tiny network of the case format (docs/reference.md, "probe_mlp") that exercises every
 //! interface path (time, `dt`, labels, gradients, features) cheaply.
 //!
 //! ```text

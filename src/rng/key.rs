@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn key0_uniform_and_normal_match_the_notes() {
-        // reference-notes.md: key(0) uniform(3) and normal(3).
+        // The reference's key(0) uniform(3) and normal(3) (jax 0.5.1).
         let k = Key::from_seed(0);
         assert_eq!(
             k.uniform(3, 0.0, 1.0),
