@@ -256,6 +256,46 @@ impl ParamTable {
     }
 }
 
+/// The skeleton both backbones share, on duals: checks `x` and `t`, runs `refuse` (a
+/// backbone's own refusals, before anything is drawn), patches plus `pe`, `c =
+/// t_embedder(t) + y_embedder(y)` with the labels dropped ([`drop_labels`]) when
+/// `dropout = (active, who)` is active (train mode and the backbone's own rule),
+/// `+ dt_embedder(dt) + gw_embedder(gw)` as `absent` says, then `block(i, h, silu(c))` for
+/// every block and the final layer on `final_norm(h)`. Returns the output and each block's
+/// tokens (primals), the features REPA aligns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn skeleton(
+    params: &ParamTable,
+    cfg: &DitConfig,
+    pe: &Tensor,
+    (x, t): (&Dual, &Dual),
+    cond: &Cond<'_>,
+    dt_tangent: Option<&Tensor>,
+    rngs: Option<&mut Rngs>,
+    (active, who): (bool, &str),
+    absent: Absent,
+    refuse: impl FnOnce() -> Result<()>,
+    block: impl Fn(i64, &Dual, &Dual) -> Result<Dual>,
+    final_norm: impl Fn(&Dual) -> Result<Dual>,
+) -> Result<(Dual, Vec<Tensor>)> {
+    let dev = params.device();
+    let b = check_input(cfg, &x.primal, &t.primal, dev, params.kind())?;
+    refuse()?;
+    let mut h = params.patch_embed(cfg, pe, x, b)?;
+    let te = params.time_embed(cfg, "t_embedder", t)?;
+    let y = labels(cfg, cond.y, b, dev)?;
+    let y = drop_labels(cfg, y, active, rngs, who)?;
+    let c = te.add_constant(&params.class_embed(cfg, &y)?)?;
+    let silu_c = tangent::silu(&add_dt_gw(params, cfg, c, cond, dt_tangent, b, absent)?)?;
+    let mut features = Vec::with_capacity(cfg.depth as usize);
+    for i in 0..cfg.depth {
+        h = block(i, &h, &silu_c)?;
+        features.push(h.primal.shallow_clone());
+    }
+    let out = params.final_layer(cfg, &final_norm(&h)?, &silu_c, b)?;
+    Ok((out, features))
+}
+
 /// What a backbone does with an absent `dt` / `gw` it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Absent {

@@ -454,23 +454,21 @@ impl Dit {
     /// block features (primals).
     fn run(&self, x: &Dual, t: &Dual, cond: Cond<'_>, dt_tangent: Option<&Tensor>, pass: Pass<'_>, kind: Attention) -> Result<(Dual, Vec<Tensor>)> {
         crate::validate::conditioning(&self.accepts(), &cond)?;
-        let cfg = &self.cfg;
-        let dev = self.params.device();
-        let b = common::check_input(cfg, &x.primal, &t.primal, dev, self.params.kind())?;
-        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
-        let te = self.params.time_embed(cfg, "t_embedder", t)?;
-        let y = common::labels(cfg, cond.y, b, dev)?;
-        let y = common::drop_labels(cfg, y, pass.train && cfg.enable_dropout, pass.rngs, "the DiT draws label dropout in train mode with enable_dropout")?;
-        let c = te.add_constant(&self.params.class_embed(cfg, &y)?)?;
-        let silu_c = tangent::silu(&common::add_dt_gw(&self.params, cfg, c, &cond, dt_tangent, b, Absent::Fill)?)?;
-
-        let mut features = Vec::with_capacity(cfg.depth as usize);
-        for i in 0..cfg.depth {
-            h = self.block(i, &h, &silu_c, kind)?;
-            features.push(h.primal.shallow_clone());
-        }
-        let out = self.params.final_layer(cfg, &common::layer_norm(&h, self.layer_norm)?, &silu_c, b)?;
-        Ok((out, features))
+        let dropout = (pass.train && self.cfg.enable_dropout, "the DiT draws label dropout in train mode with enable_dropout");
+        common::skeleton(
+            &self.params,
+            &self.cfg,
+            &self.pe,
+            (x, t),
+            &cond,
+            dt_tangent,
+            pass.rngs,
+            dropout,
+            Absent::Fill,
+            || Ok(()),
+            |i, h, silu_c| self.block(i, h, silu_c, kind),
+            |h| common::layer_norm(h, self.layer_norm),
+        )
     }
 }
 

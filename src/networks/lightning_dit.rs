@@ -540,26 +540,23 @@ impl LightningDit {
     /// block features (primals).
     fn run(&self, x: &Dual, t: &Dual, cond: Cond<'_>, dt_tangent: Option<&Tensor>, pass: Pass<'_>, kind: Attention) -> Result<(Dual, Vec<Tensor>)> {
         crate::validate::conditioning(&self.accepts(), &cond)?;
-        let cfg = &self.cfg.dit;
-        let dev = self.params.device();
-        let b = common::check_input(cfg, &x.primal, &t.primal, dev, self.params.kind())?;
-        self.check_absent(&cond)?;
-        let mut h = self.params.patch_embed(cfg, &self.pe, x, b)?;
-        let te = self.params.time_embed(cfg, "t_embedder", t)?;
-        let y = common::labels(cfg, cond.y, b, dev)?;
-        let active = pass.train && (cfg.enable_dropout || !self.cfg.honor_enable_dropout);
-        let y = common::drop_labels(cfg, y, active, pass.rngs, "LightningDiT draws label dropout in train mode, whatever enable_dropout says (Q17)")?;
-        let c = te.add_constant(&self.params.class_embed(cfg, &y)?)?;
+        let active = pass.train && (self.cfg.dit.enable_dropout || !self.cfg.honor_enable_dropout);
+        let dropout = (active, "LightningDiT draws label dropout in train mode, whatever enable_dropout says (Q17)");
         let absent = if self.cfg.absent_dt_gw == AbsentDtGw::Fill { Absent::Fill } else { Absent::Refuse };
-        let silu_c = tangent::silu(&common::add_dt_gw(&self.params, cfg, c, &cond, dt_tangent, b, absent)?)?;
-
-        let mut features = Vec::with_capacity(cfg.depth as usize);
-        for i in 0..cfg.depth {
-            h = self.block(i, &h, &silu_c, kind)?;
-            features.push(h.primal.shallow_clone());
-        }
-        let out = self.params.final_layer(cfg, &self.norm("final_layer.norm", &h)?, &silu_c, b)?;
-        Ok((out, features))
+        common::skeleton(
+            &self.params,
+            &self.cfg.dit,
+            &self.pe,
+            (x, t),
+            &cond,
+            dt_tangent,
+            pass.rngs,
+            dropout,
+            absent,
+            || self.check_absent(&cond),
+            |i, h, silu_c| self.block(i, h, silu_c, kind),
+            |h| self.norm("final_layer.norm", h),
+        )
     }
 
     /// Quirk Q15: a call without the `dt` / `gw` the network takes.
