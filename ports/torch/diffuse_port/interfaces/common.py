@@ -55,6 +55,10 @@ def sample_n(draws, cfg: dict, shape) -> torch.Tensor:
     return z * f32(cfg["n_sigma"]) + f32(cfg["n_mu"])
 
 
+# The crate's `jvp` option (docs/format.md); equal values, so the port accepts each and always
+# computes torch.func.jvp.
+JVP_METHODS = ("auto", "fused", "double_backward", "forward_ad")
+
 TIME_NOISE_DEFAULTS = {
     "train_time_dist_type": "uniform", "t_mu": 0.0, "t_sigma": 1.0, "n_mu": 0.0, "n_sigma": 1.0,
     "x_sigma": 0.5,

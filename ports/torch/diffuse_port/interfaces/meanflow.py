@@ -13,14 +13,14 @@ import math
 import torch
 
 from ..case import PortError, settings
-from .common import TIME_NOISE_DEFAULTS, bcast_right, f32, null_labels, sample_n, sample_t, sum_flat
+from .common import JVP_METHODS, TIME_NOISE_DEFAULTS, bcast_right, f32, null_labels, sample_n, sample_t, sum_flat
 
 DEFAULTS = {
     **TIME_NOISE_DEFAULTS, "t_shift_base": 4096.0,  # accepted and ignored (Q9)
     "guidance_scale": 1.0, "guidance_mixture_ratio": 0.5, "guidance_t_min": 0.0, "guidance_t_max": 1.0,
     "norm_eps": 1e-3, "norm_power": 1.0, "fm_portion": 0.75, "cond_drop_ratio": 0.5,
     # crate options: the corrections of Q7 and Q3, and the JVP method (equal values)
-    "cond_drop": "prefix", "score": "reference", "jvp": "double_backward",
+    "cond_drop": "prefix", "score": "reference", "jvp": "auto",
 }
 
 
@@ -31,6 +31,8 @@ class MeanFlow:
             raise PortError("mean_flow: lognormal times leave [0, 1] (the reference raises)")
         if c["cond_drop"] not in ("prefix", "sampled") or c["score"] not in ("reference", "instantaneous"):
             raise PortError(f"mean_flow: options cond_drop={c['cond_drop']!r} score={c['score']!r}")
+        if c["jvp"] not in JVP_METHODS:  # every method gives the same values; the port uses torch.func.jvp
+            raise PortError(f"mean_flow: jvp={c['jvp']!r} (known: {JVP_METHODS})")
 
     def c_in(self, t):
         return torch.ones_like(t)

@@ -15,11 +15,11 @@ import math
 import torch
 
 from ..case import PortError, settings
-from .common import TIME_NOISE_DEFAULTS, bcast_right, f32, sample_n, sample_t, sum_flat
+from .common import JVP_METHODS, TIME_NOISE_DEFAULTS, bcast_right, f32, sample_n, sample_t, sum_flat
 
 DEFAULTS = {
     **TIME_NOISE_DEFAULTS, "train_time_dist_type": "lognormal", "t_mu": -1.0, "t_sigma": 1.4,
-    "tangent_warmup_steps": 10000, "tangent_norm_const": 0.1, "jvp": "double_backward",
+    "tangent_warmup_steps": 10000, "tangent_norm_const": 0.1, "jvp": "auto",
 }
 
 
@@ -30,6 +30,8 @@ class Sct:
         self.cfg = c = settings(block, self.defaults(), self.name)
         if c["n_mu"] != 0 or c["n_sigma"] != 1:
             raise PortError(f"{self.name}: n_mu = 0 and n_sigma = 1 are required")
+        if c["jvp"] not in JVP_METHODS:  # every method gives the same values; the port uses torch.func.jvp
+            raise PortError(f"{self.name}: jvp={c['jvp']!r} (known: {JVP_METHODS})")
         self.sd = f32(c["x_sigma"])
         self.step = ctx.meta.get("step", 0)  # the training step of the tangent warm-up
         # the adaptive weighting's log-variance head: param.logvar.{W, b}, buffer.logvar.freqs
