@@ -19,6 +19,13 @@ pages touched, JAX's compiled step); the high-water mark is then reset through
 ``step`` = peak - warm, the transient memory of one step (activations, gradients). CUDA: the device memory of the
 process from nvidia-smi after the rounds (the caching allocators keep their peak
 reservation), and torch.cuda.max_memory_allocated for PyTorch.
+
+Cores, CPU: every worker is pinned to the same ``--threads`` CPUs (sched_setaffinity; ``--no-pin``
+leaves the scheduler free), and the driver reads each worker's CPU time (utime + stime of all
+its threads, /proc/PID/stat) around its timed steps: ``cores`` = CPU seconds / wall seconds,
+printed per worker, so a table whose implementations did not all get the same cores says so.
+Unpinned, jaxlib 0.5.1's CPU client runs a step on both cores of this machine whatever
+XLA_FLAGS say (``--xla_cpu_multi_thread_eigen=false`` included): measured 1.6-1.9 cores.
 """
 from __future__ import annotations
 
@@ -37,11 +44,27 @@ TORCH_PY = os.environ.get("TORCH_PYTHON", os.path.join(CACHE, "torch-2.11.0/bin/
 CRATE = os.path.join(ROOT, "target/release/examples/bench_step")
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid):
+    """CPU seconds (user + system, every thread) of process `pid`, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 class Worker:
-    def __init__(self, impl, label, cmd, env):
+    def __init__(self, impl, label, cmd, env, cpus=None):
         self.impl, self.label, self.cmd = impl, label, cmd
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+                                  stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=pin)
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
         self.times: list[float] = []
         self.info = None
         self.setup_kb = None
@@ -70,13 +93,17 @@ class Worker:
         self.warm_kb = proc_kb(self.p.pid, "VmRSS")
 
     def cmd_run(self, n, keep=True):
+        c0, t0 = proc_cpu_s(self.p.pid), time.perf_counter()
         self.p.stdin.write(f"run {n}\n")
         self.p.stdin.flush()
         msg = self.read()
+        c1, t1 = proc_cpu_s(self.p.pid), time.perf_counter()
         if "error" in msg:
             raise SystemExit(f"{self.impl}/{self.label}: {msg['error']}")
         if keep:
             self.times.extend(msg["times_ms"])
+            self.cpu_s += c1 - c0
+            self.wall_s += t1 - t0
         for k, v in msg.items():
             if k != "times_ms":
                 self.extra[k] = v
@@ -92,6 +119,10 @@ class Worker:
 
     def median(self):
         return statistics.median(self.times) if self.times else float("nan")
+
+    def cores(self):
+        """Mean CPU use over the timed steps, in cores (1.0: one core busy throughout)."""
+        return self.cpu_s / self.wall_s if self.wall_s else float("nan")
 
 
 H200_BF16_PEAK_TFLOPS = 790.0
@@ -166,6 +197,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads of every implementation (default 1: on a shared 2-core machine "
                          "a second thread mostly waits on other load)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin the workers to --threads CPUs (the `cores` column then shows what each took)")
     ap.add_argument("--impls", default="crate,jax,torch")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile workers (SiT, MeanFlow, sCT)")
     ap.add_argument("--nets", default="dit", help="networks, comma separated: dit, lightning (SiT and MeanFlow steps)")
@@ -200,9 +233,16 @@ def main():
     env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
     if a.malloc_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(a.malloc_mmap_threshold)
+    # XLA's own knob for its dot / convolution threads; jaxlib's CPU client still runs the other
+    # work of a step on a pool as large as the CPUs it may use, hence the pinning below.
     jax_env = dict(env, JAX_PLATFORMS="cpu", XLA_PYTHON_CLIENT_PREALLOCATE="false",
-                   XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if a.threads > 1 else 'false'} "
-                             f"intra_op_parallelism_threads={a.threads}")
+                   XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if a.threads > 1 else 'false'}")
+    cpus = None
+    if not cuda and not a.no_pin:
+        avail = sorted(os.sched_getaffinity(0))
+        if a.threads > len(avail):
+            raise SystemExit(f"--threads {a.threads}: only {len(avail)} CPUs available ({avail}); --no-pin to oversubscribe")
+        cpus = set(avail[-a.threads:])
 
     extra = (["--bf16"] if a.bf16 else []) + (["--batch", str(a.batch)] if a.batch else [])
     crate_common = ["--config", a.config, "--device", a.device, "--serve"] + extra
@@ -246,7 +286,8 @@ def main():
 
     load0 = loadavg()
     print(f"# {a.config} on {a.device}{' bf16' if a.bf16 else ''}, {a.threads} thread(s) each, "
-          f"{a.rounds} rounds x {a.steps} steps, {os.cpu_count()} cores, load average {load0}", flush=True)
+          f"{a.rounds} rounds x {a.steps} steps, {os.cpu_count()} cores, "
+          f"{'pinned to CPUs ' + ','.join(map(str, sorted(cpus))) if cpus else 'not pinned'}, load average {load0}", flush=True)
     workers = {}
     mem = {}
     failed = {}
@@ -273,7 +314,7 @@ def main():
     else:
         try:
             for key, cmd in specs.items():
-                workers[key] = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env)
+                workers[key] = Worker(key[0], key[1], cmd, jax_env if key[0] == "jax" else env, cpus)
             for w in workers.values():
                 w.ready()
             for key, w in workers.items():
@@ -364,11 +405,17 @@ def main():
               f"LayerNorm): sit {g('crate', 'sit'):.1f} vs {g('crate', 'sit@defaults'):.1f} ms; bare net "
               f"{g('crate', 'net'):.1f} vs {g('crate', 'net@defaults'):.1f} ms (the autograd JVPs: math attention, fused LayerNorm)")
     print()
-    print(f"{'memory':<32}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}" + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
+    print(f"{'worker (memory, cores)':<32}{'setup_MB':>10}{'warm_MB':>10}{'peak_MB':>10}{'step_MB':>10}{'cores':>7}"
+          + (f"{'gpu_MiB':>10}{'max_alloc_MB':>14}" if cuda else ""))
+    off = []
     for key, m in mem.items():
         s, wm, p = (m[k] or 0 for k in ("setup_kb", "warm_kb", "peak_kb"))
         m["step_kb"] = p - wm
-        line = f"{key[0] + '/' + key[1]:<32}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
+        m["cores"] = cores = workers[key].cores() if key in workers else float("nan")
+        if not cuda and not abs(cores - a.threads) <= 0.15:
+            off.append(f"{key[0]}/{key[1]} {cores:.2f}")
+        line = (f"{key[0] + '/' + key[1]:<32}{s / 1024:>10.0f}{wm / 1024:>10.0f}{p / 1024:>10.0f}{(p - wm) / 1024:>10.0f}"
+                f"{cores:>7.2f}")
         if cuda:
             ga, ma = m["gpu_mib"], m["cuda_max_allocated"]
             line += f"{ga if ga is not None else float('nan'):>10.0f}{(ma / 2**20) if ma else float('nan'):>14.0f}"
@@ -406,6 +453,9 @@ def main():
             tf = fl / t / 1e12
             print(f"  {key[0] + '/' + key[1]:<22} {b * arch['T'] / t:>12.0f} tokens/s {tf:>8.1f} TFLOP/s "
                   f"{100 * tf / H200_BF16_PEAK_TFLOPS:>6.1f}% of peak")
+    if off:
+        print(f"warning: these workers did not use {a.threads} core(s) during their timed steps, so the ratios "
+              f"compare unequal machines: {', '.join(off)}")
     for key, why in failed.items():
         print(f"failed: {key[0]}/{key[1]}: {why}")
     print(f"load average: start {load0}, end {load1}")
