@@ -11,6 +11,12 @@ malloc_trim, so that VmRSS measures live memory) with ``{"trimmed": true}``, and
 Each step gets fresh streams from a traced seed (so XLA cannot constant-fold the draws).
 
     python benches/jax_step.py --interface sit|edm|meanflow|sct [--net dit|lightning] [--serve | --steps N]
+    python benches/jax_step.py --parts [--net dit|lightning] [--steps N]
+
+``--parts`` times the network alone, as ``examples/profile_jvp`` does for the crate: the
+forward in eval mode without gradients, and the forward and backward of ``mean(out^2)``
+(both jitted; medians and best of ``--steps``). Pin it to one CPU (``taskset -c 1``) to
+compare with the crate on one thread: unpinned, jaxlib uses both cores.
 """
 from __future__ import annotations
 
@@ -79,13 +85,53 @@ def build(kind: str, net_kind: str = "dit"):
     return step, params, x, y
 
 
+def time_parts(net_kind: str, steps: int):
+    """Median and best ms of the bare network's eval forward and of forward + backward."""
+    import statistics
+
+    cfg = dict(BENCH_S, take_dt=False)
+    if net_kind == "lightning":
+        cfg.update(LIGHTNING)
+        params, buffers = init_lightning(0, cfg)
+        net_cls = FunctionalLightningDiT
+    else:
+        params, buffers = init_dit(0, cfg)
+        net_cls = FunctionalDiT
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    buffers = {k: jnp.asarray(v) for k, v in buffers.items()}
+    s = cfg["input_size"]
+    x = jax.random.normal(jax.random.key(7), (BATCH, s, s, cfg["in_channels"]), dtype=jnp.float32)
+    y = (jnp.arange(BATCH, dtype=jnp.int32) * 37) % 1000
+    t = jnp.linspace(0.1, 0.9, BATCH)
+
+    def forward(params):
+        return net_cls(cfg, params, buffers, rngs=nnx.Rngs(0), training=False)(x, t, y=y)[0]
+
+    out = {}
+    for name, f in [("forward_eval_no_grad", jax.jit(forward)),
+                    ("forward_backward", jax.jit(jax.value_and_grad(lambda p: jnp.mean(forward(p) ** 2))))]:
+        jax.block_until_ready(f(params))
+        ts = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(params))
+            ts.append((time.perf_counter() - t0) * 1e3)
+        out[name] = {"median_ms": statistics.median(ts), "best_ms": min(ts)}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--interface", default="sit")
     ap.add_argument("--net", default="dit", choices=["dit", "lightning"])
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--parts", action="store_true", help="time the bare network's forward and backward")
     a = ap.parse_args()
+    if a.parts:
+        print(json.dumps({"net": a.net, "jax": jax.__version__, "cpus": sorted(os.sched_getaffinity(0)),
+                          "parts": time_parts(a.net, a.steps)}))
+        return
     step, params, x, y = build(a.interface, a.net)
     seed = [0]
 
