@@ -25,7 +25,7 @@ leaves the scheduler free), and the driver reads each worker's CPU time (utime +
 its threads, /proc/PID/stat) around its timed steps: ``cores`` = CPU seconds / wall seconds,
 printed per worker, so a table whose implementations did not all get the same cores says so.
 Unpinned, jaxlib 0.5.1's CPU client runs a step on both cores of this machine whatever
-XLA_FLAGS say (``--xla_cpu_multi_thread_eigen=false`` included): measured 1.6-1.9 cores.
+XLA_FLAGS say (``--xla_cpu_multi_thread_eigen=false`` included): measured 1.8-1.9 cores.
 """
 from __future__ import annotations
 

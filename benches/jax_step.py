@@ -48,8 +48,9 @@ BATCH = 16
 LIGHTNING = dict(qk_norm=False, attn_norm_layer="layer_norm", use_rope=True, swiglu=True, adaln_shift=True, rms_norm=True)
 
 
-def build(kind: str, net_kind: str = "dit"):
-    cfg = dict(BENCH_S, take_dt=(kind == "meanflow"))
+def network(net_kind: str, take_dt: bool):
+    """The bench-s network's config, parameters, buffers and class, with the step's batch."""
+    cfg = dict(BENCH_S, take_dt=take_dt)
     if net_kind == "lightning":
         cfg.update(LIGHTNING)
         params, buffers = init_lightning(0, cfg)
@@ -63,6 +64,11 @@ def build(kind: str, net_kind: str = "dit"):
     s = cfg["input_size"]
     x = jax.random.normal(kx, (BATCH, s, s, cfg["in_channels"]), dtype=jnp.float32)
     y = (jnp.arange(BATCH, dtype=jnp.int32) * 37) % 1000
+    return cfg, params, buffers, net_cls, x, y
+
+
+def build(kind: str, net_kind: str = "dit"):
+    cfg, params, buffers, net_cls, x, y = network(net_kind, take_dt=(kind == "meanflow"))
 
     def loss_fn(params, x, y, seed):
         k = jax.random.split(jax.random.key(seed), 3)
@@ -89,19 +95,7 @@ def time_parts(net_kind: str, steps: int):
     """Median and best ms of the bare network's eval forward and of forward + backward."""
     import statistics
 
-    cfg = dict(BENCH_S, take_dt=False)
-    if net_kind == "lightning":
-        cfg.update(LIGHTNING)
-        params, buffers = init_lightning(0, cfg)
-        net_cls = FunctionalLightningDiT
-    else:
-        params, buffers = init_dit(0, cfg)
-        net_cls = FunctionalDiT
-    params = {k: jnp.asarray(v) for k, v in params.items()}
-    buffers = {k: jnp.asarray(v) for k, v in buffers.items()}
-    s = cfg["input_size"]
-    x = jax.random.normal(jax.random.key(7), (BATCH, s, s, cfg["in_channels"]), dtype=jnp.float32)
-    y = (jnp.arange(BATCH, dtype=jnp.int32) * 37) % 1000
+    cfg, params, buffers, net_cls, x, y = network(net_kind, take_dt=False)
     t = jnp.linspace(0.1, 0.9, BATCH)
 
     def forward(params):

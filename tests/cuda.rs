@@ -1,8 +1,8 @@
 //! The golden suites on CUDA, when libtorch sees a GPU (skipped with a message otherwise).
 //! Random streams are drawn on the host and copied, so they are bit-identical on every
 //! device; everything else is held to the same per-quantity tolerances as on the CPU.
-//! CI has no GPU, so these skip there (saying so); `make cuda-check` runs them on a machine
-//! with one (the command the closing notes of the GPU work name).
+//! CI has no GPU, so these skip there (saying so); `make gpu-kit` builds them here and
+//! `benches/gpu-run` runs them on a machine with one.
 
 mod common;
 
